@@ -1,0 +1,45 @@
+# frill-sweep. Every target runs `setup` first (idempotent, stamped), so a fresh clone
+# needs nothing but `make sweep` or `make test`.
+PY      := .venv/bin/python
+GRID    ?= frill144
+FIDELITY ?=
+NAME    ?=
+INDEX   ?= 0
+STAMP   := .venv/.setup-stamp
+FID     := $(if $(FIDELITY),--fidelity $(FIDELITY),)
+SWEEPNAME := $(if $(NAME),--name $(NAME),)
+
+.PHONY: setup sweep trial list status test test-all bench report clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+sweep: setup            ## run or resume the sweep (default: 144 students, local fidelity)
+	$(PY) -m sweep run --grid $(GRID) $(FID) $(SWEEPNAME)
+
+trial: setup            ## one trial in-process, no Ray: make trial GRID=smoke INDEX=1
+	$(PY) -m sweep trial --grid $(GRID) --index $(if $(TRIAL),$(TRIAL),$(INDEX)) $(FID)
+
+list: setup
+	$(PY) -m sweep list --grid $(GRID) $(FID)
+
+status: setup
+	$(PY) -m sweep status --name $(if $(NAME),$(NAME),$(GRID))
+
+test: setup             ## the default suite (fast paths; slow ones are marked)
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+bench: setup            ## writes results/bench/latest.json
+	$(PY) -m sweep.bench
+
+report: setup           ## make report NAME=frill144
+	$(PY) -m results report $(if $(NAME),$(NAME),$(GRID))
+
+clean:
+	rm -rf .venv .cache results/runs

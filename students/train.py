@@ -1,0 +1,63 @@
+"""Distillation: regress the student's projection onto cached teacher targets (MSE, Adam)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from students.config import TrainConfig
+from teacher.errors import FrillError
+
+
+class TrainingDiverged(FrillError):
+    """The loss became NaN or infinite; lower the learning rate."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    seconds: float
+    steps_per_second: float
+    loss_mean: float        # Keras' running mean of the training loss over all steps
+
+
+def set_threads(threads: int) -> None:
+    """Pin TF's pools to the trial's CPUs (Ray does not). Only possible before TF starts."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised in this process (reused worker): keep the first setting
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} at step {batch}; lower learning_rate")
+
+
+def dataset(inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> tf.data.Dataset:
+    """In-memory pipeline: features are computed once per trial, never re-read per step."""
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    ds = ds.shuffle(len(inputs), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> TrainResult:
+    """Train student.train_model for cfg.steps on (inputs, targets)."""
+    if len(inputs) < cfg.batch_size:
+        raise ValueError(f"{len(inputs)} training crops is fewer than batch_size={cfg.batch_size}")
+    keras.utils.set_random_seed(cfg.seed)
+    model = student.train_model
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
+    start = time.perf_counter()
+    history = model.fit(dataset(inputs, targets, cfg), steps_per_epoch=cfg.steps, epochs=1,
+                        verbose=0, callbacks=[*student.callbacks(cfg.steps), _StopOnNonFinite()])
+    seconds = time.perf_counter() - start
+    return TrainResult(steps=cfg.steps, seconds=seconds, steps_per_second=cfg.steps / seconds,
+                       loss_mean=float(history.history["loss"][-1]))

@@ -1,0 +1,59 @@
+"""What every trial of a sweep shares: the distillation set, eval tasks and teacher baselines.
+
+Built once per sweep (and cached beside the distillation set), then handed to each trial,
+so the teacher never runs inside a trial.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from teacher import cache
+from teacher.cache import DistillSet, EvalTask
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    dset: DistillSet
+    tasks: tuple[EvalTask, ...]
+    baselines: dict     # teacher/log-mel probe accuracies and teacher latency (see _baselines)
+
+
+def prepare(teacher: str, corpus: str, n_crops: int, *, seed: int = 0,
+            latency_runs: int = 50, log=print) -> SweepContext:
+    dset, reused = cache.build_or_load(corpus, teacher, seed=seed, n_crops=n_crops)
+    log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {teacher}, "
+        f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
+    tasks = tuple(cache.load_eval_tasks(dset))
+    return SweepContext(dset=dset, tasks=tasks,
+                        baselines=_baselines(dset, tasks, teacher, latency_runs, log))
+
+
+def _baselines(dset: DistillSet, tasks, teacher_spec: str, latency_runs: int, log) -> dict:
+    """Teacher and log-mel probe accuracy on the same splits, and teacher latency; cached."""
+    path = Path(dset.path) / "baselines.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from students import evaluate, measure
+    from teacher.teachers import get_teacher
+
+    t = get_teacher(teacher_spec)
+    out: dict = {}
+    for task in tasks:
+        out[f"teacher_probe_acc_{task.name}"] = evaluate.probe_accuracy(t.embed, task)
+        out[f"logmel_probe_acc_{task.name}"] = evaluate.probe_accuracy(evaluate.logmel_embed, task)
+    out["teacher_probe_acc_mean"] = float(np.mean([out[f"teacher_probe_acc_{k.name}"] for k in tasks]))
+    out["logmel_probe_acc_mean"] = float(np.mean([out[f"logmel_probe_acc_{k.name}"] for k in tasks]))
+    lat, how = measure.teacher_latency(t, runs=latency_runs, cache_dir=Path(dset.path))
+    out.update(teacher_latency_ms_p50=lat.p50_ms, teacher_latency_ms_p90=lat.p90_ms,
+               teacher_latency_how=how)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, path)
+    log("baselines: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in out.items()))
+    return out

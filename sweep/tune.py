@@ -1,0 +1,182 @@
+"""The Ray Tune driver: one trial per grid configuration, resumable, fault-isolated.
+
+Resume works from our own ledger (the trial folders), not from Tune's experiment state:
+a SIGKILLed driver can leave Tune's state behind the trial folders, and `Tuner.restore`
+would retry errored trials without bound. Each `run` therefore launches exactly the trials
+the ledger says are pending (missing, or errored with an attempt left).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from sweep import ledger as L
+from sweep.config import TrialConfig
+from sweep.context import SweepContext, prepare
+from sweep.grid import Grid
+from sweep.trial import run_trial, write_json
+
+
+def _trainable(config: dict, ctx: SweepContext) -> None:
+    config = config["job"]
+    cfg = TrialConfig.from_dict(config["trial"])
+    out = Path(tempfile.mkdtemp(prefix=f"trial-{cfg.trial_id}-"))
+    row = run_trial(cfg, ctx, out, sweep=config["sweep"], attempt=config["attempt"])
+    # The folder travels to the driver through Tune's storage (shared storage_path on a
+    # cluster); the driver renames it into the sweep's trials/ folder.
+    tune.report({"ok": int(row["status"] == "OK"), "seconds_total": row["seconds_total"]},
+                checkpoint=tune.Checkpoint.from_directory(str(out)))
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+class Recorder(tune.Callback):
+    """Driver side: lands each trial folder atomically, rebuilds the table, prints progress."""
+
+    def __init__(self, sdir: Path, total: int, already: int, log=print):
+        self.sdir, self.total, self.log = sdir, total, log
+        self.done = already
+        self.errors = 0
+        self.ran = 0
+        self.t0 = time.monotonic()
+        self.last_line = 0.0
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        tid = TrialConfig.from_dict(trial.config["job"]["trial"]).trial_id
+        dest = self.sdir / "trials" / tid
+        tmp = dest.with_name(f".{tid}.landing")
+        shutil.rmtree(tmp, ignore_errors=True)
+        checkpoint.to_directory(str(tmp))
+        if dest.exists():
+            shutil.rmtree(dest)   # an errored attempt being replaced by its retry
+        os.replace(tmp, dest)
+        row = json.loads((dest / "row.json").read_text())
+        self.errors += row["status"] != "OK"
+        self._landed()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        # The trial process died without reporting (segfault, OOM kill, lost node).
+        job = trial.config["job"]
+        cfg = TrialConfig.from_dict(job["trial"])
+        dest = self.sdir / "trials" / cfg.trial_id
+        dest.mkdir(parents=True, exist_ok=True)
+        err = getattr(trial, "error_file", None)
+        msg = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).exists() else "trial process failed"
+        write_json(dest / "row.json", dict(cfg.flat(), sweep=job["sweep"],
+                                           attempt=job["attempt"], status="ERROR",
+                                           error_class="TrialCrashed", error_message=msg[:500]))
+        self.errors += 1
+        self._landed()
+
+    def _landed(self) -> None:
+        self.done += 1
+        self.ran += 1
+        _write_table(self.sdir)
+        self.progress(force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress()
+
+    def progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_line < 30:
+            return
+        self.last_line = now
+        elapsed = now - self.t0
+        left = self.total - self.done
+        eta = f"ETA {_fmt(elapsed / self.ran * left)}" if self.ran else "ETA ?"
+        self.log(f"[{self.sdir.name}] {self.done}/{self.total} done, {self.errors} errors, "
+                 f"elapsed {_fmt(elapsed)}, {eta}", flush=True)
+
+
+def _write_table(sdir: Path) -> None:
+    import results
+    results.write_table(results.rebuild(sdir), sdir)
+
+
+def start_sweep(grid: Grid, name: str, fidelity: str, command: str) -> tuple[Path, list[TrialConfig]]:
+    """Create or reopen the sweep folder; refuse a name that holds a different grid."""
+    trials = grid.trials(fidelity)
+    sdir = L.sweep_dir(name)
+    ids = [t.trial_id for t in trials]
+    meta_path = sdir / "sweep.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta["expected"] != ids:
+            raise L.SweepError(f"sweep {name!r} at {sdir} holds a different grid or fidelity "
+                               f"({meta['grid']}, {meta['fidelity']}); choose another --name")
+    else:
+        sdir.mkdir(parents=True, exist_ok=True)
+        write_json(meta_path, dict(
+            name=name, grid=grid.name, grid_path=str(grid.path), fidelity=fidelity,
+            expected=ids, trials={t.trial_id: t.describe() for t in trials},
+            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command))
+    return sdir, trials
+
+
+def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
+              memory_gb: float = 2.0, storage: str | None = None, log=print) -> L.Ledger:
+    command = f"python -m sweep run --grid {grid.path} --name {name} --fidelity {fidelity}"
+    sdir, trials = start_sweep(grid, name, fidelity, command)
+    before = L.ledger(sdir)
+    by_id = {t.trial_id: t for t in trials}
+    rows = L.read_rows(sdir)
+    pending = [by_id[t] for t in before.pending]
+    log(f"[{name}] {before.line()}; running {len(pending)}")
+    if pending:
+        _tune(pending, rows, sdir, name, cpus_per_trial, memory_gb, storage, len(trials),
+              len(trials) - len(pending), log)
+    _write_table(sdir)
+    after = L.ledger(sdir)
+    log(f"[{name}] {after.line()}")
+    try:
+        from results import report
+        path = report.write_report(sdir)
+        log(f"[{name}] report: {path}")
+    except Exception as e:  # noqa: BLE001 - a report failure must not hide the sweep's result
+        log(f"[{name}] report not written: {e}")
+    if after.missing:
+        log(f"[{name}] {len(after.missing)} trials did not finish; resume with: {command}")
+    return after
+
+
+def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, log) -> None:
+    first = pending[0]
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address or None, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False, ignore_reinit_error=True)
+    try:
+        ctx = prepare(first.teacher, first.corpus, first.n_crops,
+                      latency_runs=first.latency_runs, log=log)
+        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+        configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(), sweep=name,
+                        attempt=int(rows.get(t.trial_id, {}).get("attempt", 0)) + 1) for t in pending]
+        storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
+        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
+                                        {"cpu": cpus, "memory": int(memory_gb * 2**30)})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"job": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+                callbacks=[Recorder(sdir, total, already, log)]))
+        log(f"[{name}] {len(pending)} trials on Ray ({slots} at a time, {cpus} CPU each), storage {storage}")
+        tuner.fit()
+    finally:
+        ray.shutdown()
