@@ -112,7 +112,8 @@ def count_macs(tflite_path: str | os.PathLike) -> int:
 
     Runs the plain builtin graph once (no XNNPACK, which would fold ops into one DELEGATE node)
     because models with a dynamic batch only know their intermediate shapes after an invoke.
-    Other ops (elementwise, pooling, RFFT of the in-model frontend) are not counted.
+    Other ops (elementwise, pooling, RFFT of the in-model frontend) are not counted, nor are
+    ops inside control-flow subgraphs (LiteRT only lists the main graph's ops).
     """
     from ai_edge_litert.interpreter import OpResolverType
     interp = _load(tflite_path,
@@ -128,6 +129,9 @@ def count_macs(tflite_path: str | os.PathLike) -> int:
     except Exception as e:  # noqa: BLE001
         raise MeasureError(f"cannot run {Path(tflite_path).name} to read op shapes ({_one_line(e)})") from None
 
+    hidden = sorted({op["op_name"] for op in ops} & {"WHILE", "IF", "CALL_ONCE"})
+    if hidden:  # e.g. an LSTM teacher lowered to WHILE loops; students are plain conv nets
+        log.warning("%s: ops inside %s subgraphs are not counted in MACs", Path(tflite_path).name, hidden)
     total = 0
     for op in ops:
         name = op["op_name"]

@@ -84,7 +84,7 @@ def expand(grid: Grid, fidelity: str | None = None, threads: int = 1) -> list[Tr
     """Cartesian product of the axes over the shared settings, in file order."""
     fidelity = fidelity or grid.shared.get("fidelity", "local")
     if fidelity not in FIDELITIES:
-        raise GridError(f"fidelity {fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
+        raise GridError(f"{grid.path}: fidelity {fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
     preset = FIDELITIES[fidelity]
     trials, seen = [], {}
     keys = list(grid.axes)

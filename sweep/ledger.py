@@ -15,7 +15,7 @@ from pathlib import Path
 
 from teacher.errors import FrillError
 
-RUNS = Path(os.environ.get("FRILL_RESULTS", Path(__file__).resolve().parent.parent / "results" / "runs"))
+DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 MAX_ATTEMPTS = 2    # an errored trial is retried once on the next run
 
 
@@ -23,8 +23,12 @@ class SweepError(FrillError):
     pass
 
 
+def runs_root() -> Path:
+    return Path(os.environ.get("FRILL_RESULTS", DEFAULT_RUNS))
+
+
 def sweep_dir(name: str) -> Path:
-    return RUNS / name
+    return runs_root() / name
 
 
 def read_rows(sdir: Path) -> dict[str, dict]:
@@ -66,6 +70,6 @@ def ledger(sdir: Path) -> Ledger:
 def read_meta(sdir: Path) -> dict:
     path = sdir / "sweep.json"
     if not path.exists():
-        known = sorted(p.name for p in RUNS.glob("*") if (p / "sweep.json").exists()) if RUNS.exists() else []
+        known = sorted(p.parent.name for p in runs_root().glob("*/sweep.json"))
         raise SweepError(f"no sweep at {sdir} (no sweep.json); known sweeps: {known or 'none'}")
     return json.loads(path.read_text())

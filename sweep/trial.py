@@ -55,6 +55,7 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
               attempt: int = 1) -> dict:
     """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row."""
+    entered = time.perf_counter()   # setup = imports (TF start in a fresh process) + provenance
     import tf_keras as keras
 
     from students import evaluate, export, measure
@@ -68,7 +69,8 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
     row = dict(cfg.flat(), sweep=sweep, attempt=attempt, status="ERROR", error_class="",
                error_message="", started_at=_now(), **provenance())
     seconds = {f"seconds_{s}": 0.0 for s in STAGES}
-    start, stage = time.perf_counter(), "setup"
+    seconds["seconds_setup"] = time.perf_counter() - entered
+    stage = "setup"
 
     @contextlib.contextmanager
     def timed(name: str):
@@ -125,6 +127,6 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
         (out_dir / "error.txt").write_text(traceback.format_exc())
     finally:
         keras.backend.clear_session()
-    row.update(seconds, seconds_total=time.perf_counter() - start, ended_at=_now())
+    row.update(seconds, seconds_total=time.perf_counter() - entered, ended_at=_now())
     write_json(out_dir / "row.json", row)
     return row

@@ -32,6 +32,8 @@ def _trainable(config: dict, ctx: SweepContext) -> None:
     cfg = TrialConfig.from_dict(config["trial"])
     out = Path(tempfile.mkdtemp(prefix=f"trial-{cfg.trial_id}-"))
     row = run_trial(cfg, ctx, out, sweep=config["sweep"], attempt=config["attempt"])
+    row["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    write_json(out / "row.json", row)
     # The folder travels to the driver through Tune's storage (shared storage_path on a
     # cluster); the driver renames it into the sweep's trials/ folder.
     tune.report({"ok": int(row["status"] == "OK"), "seconds_total": row["seconds_total"]},
@@ -108,9 +110,12 @@ def _write_table(sdir: Path) -> None:
     results.write_table(results.rebuild(sdir), sdir)
 
 
-def start_sweep(grid: Grid, name: str, fidelity: str, command: str) -> tuple[Path, list[TrialConfig]]:
+def start_sweep(grid: Grid, name: str, fidelity: str, command: str,
+                indices: list[int] | None = None) -> tuple[Path, list[TrialConfig]]:
     """Create or reopen the sweep folder; refuse a name that holds a different grid."""
     trials = grid.trials(fidelity)
+    if indices is not None:
+        trials = [trials[i] for i in indices]
     sdir = L.sweep_dir(name)
     ids = [t.trial_id for t in trials]
     meta_path = sdir / "sweep.json"
@@ -129,9 +134,10 @@ def start_sweep(grid: Grid, name: str, fidelity: str, command: str) -> tuple[Pat
 
 
 def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
-              memory_gb: float = 2.0, storage: str | None = None, log=print) -> L.Ledger:
+              memory_gb: float = 2.0, storage: str | None = None, indices: list[int] | None = None,
+              log=print) -> L.Ledger:
     command = f"python -m sweep run --grid {grid.path} --name {name} --fidelity {fidelity}"
-    sdir, trials = start_sweep(grid, name, fidelity, command)
+    sdir, trials = start_sweep(grid, name, fidelity, command, indices)
     before = L.ledger(sdir)
     by_id = {t.trial_id: t for t in trials}
     rows = L.read_rows(sdir)

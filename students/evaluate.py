@@ -1,0 +1,197 @@
+"""Quality of one student, measured on its converted TFLite file.
+
+FRILL's point is that quality must be measured on what ships (int8 rounding, converter
+rewrites), so the embedder here runs the .tflite file, not the Keras model. The downstream
+score follows the paper's protocol in miniature: clip embedding = mean over its patches, then a
+linear probe (standardise + logistic regression) fit on the train split, scored on the test split.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from students.errors import EvalError, MeasureError
+from students.measure import _load, _one_line
+from teacher.audio import CROP_SAMPLES, clip_to_crops
+
+EmbedFn = Callable[[np.ndarray], np.ndarray]
+
+
+class TFLiteEmbedder:
+    """Callable: inputs [N, *model input shape] (log-mel [N,96,64] or crops [N,15600], as the
+    model's input says) -> float32 embeddings [N, E]. Quantised int8 inputs/outputs are mapped
+    with the file's (scale, zero_point). Runs `batch_size` items per invoke, padding the last."""
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 64, threads: int = 1) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        self._setup(batch_size)
+
+    def _setup(self, batch: int) -> None:
+        try:
+            interp = _load(self.path, num_threads=self.threads)
+        except MeasureError as e:
+            raise EvalError(str(e)) from None
+        ins = interp.get_input_details()
+        if len(ins) != 1:
+            raise EvalError(f"{self.path.name}: expected one input tensor, found {len(ins)}")
+        self.input_shape = tuple(int(s) for s in ins[0]["shape"][1:])
+        if batch > 1:
+            try:
+                interp.resize_tensor_input(ins[0]["index"], [batch, *self.input_shape], strict=False)
+            except Exception:  # noqa: BLE001 - a fixed-batch model: go one item per invoke
+                return self._setup(1)
+        interp.allocate_tensors()
+        self._interp, self._in, self._out = interp, interp.get_input_details()[0], interp.get_output_details()[0]
+        self.batch_size = int(self._in["shape"][0])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if x.shape[1:] != self.input_shape:
+            if x.ndim < 2 or int(np.prod(x.shape[1:])) != int(np.prod(self.input_shape)):
+                raise EvalError(f"{self.path.name}: input items of shape {x.shape[1:]} do not fit "
+                                f"the model input {self.input_shape}")
+            x = x.reshape(len(x), *self.input_shape)  # e.g. [N,96,64] into [N,96,64,1]
+        chunks = []
+        for start in range(0, len(x), self.batch_size):
+            try:
+                chunks.append(self._run(x[start:start + self.batch_size]))
+            except EvalError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if self.batch_size > 1:  # batch > 1 allocated, but the graph will not run it
+                    self._setup(1)
+                    return self(x)
+                raise EvalError(f"{self.path.name}: inference failed ({_one_line(e)})") from None
+        if not chunks:
+            return np.zeros((0, int(np.prod(self._out["shape"][1:]))), np.float32)
+        out = np.concatenate(chunks)
+        if not np.all(np.isfinite(out)):
+            raise EvalError(f"{self.path.name}: produced non-finite embeddings")
+        return out
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        if n < self.batch_size:  # the interpreter was allocated once for a full batch
+            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
+        self._interp.set_tensor(self._in["index"], _quantize(x, self._in))
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out["index"])
+        if y.shape[0] != self.batch_size:
+            raise RuntimeError(f"output batch {y.shape[0]} != input batch {self.batch_size}")
+        return _dequantize(y, self._out)[:n].reshape(n, -1)
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dt = np.dtype(detail["dtype"])
+    if not np.issubdtype(dt, np.integer):
+        return x.astype(dt)
+    scale, zero = detail["quantization"]
+    if scale == 0:
+        raise EvalError(f"integer input tensor {detail['name']!r} has no quantisation scale")
+    info = np.iinfo(dt)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dt)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    return y.astype(np.float32)
+
+
+def distill_quality(embed_fn: EmbedFn, projection: tuple[np.ndarray, np.ndarray],
+                    inputs: Any, targets: np.ndarray | None = None) -> tuple[float, float]:
+    """(MSE, mean cosine) of the student's projection (embedding @ W + b) against teacher targets.
+
+    `inputs` is crops or features with `targets`; or a DistillSet (then its held-out crops, and
+    embed_fn must take crops)."""
+    if targets is None:
+        held = np.asarray(inputs.heldout, bool)
+        inputs, targets = inputs.crops[held], inputs.targets[held]
+    w, b = (np.asarray(a, np.float64) for a in projection)
+    t = np.asarray(targets, np.float64)
+    if len(inputs) != len(t) or len(t) == 0:
+        raise EvalError(f"distill_quality: {len(inputs)} inputs vs {len(t)} targets (need equal, > 0)")
+    e = np.asarray(embed_fn(inputs), np.float64).reshape(len(t), -1)
+    if e.shape[1] != w.shape[0] or w.shape[1] != t.shape[1] or b.shape != (t.shape[1],):
+        raise EvalError(f"distill_quality: embedding {e.shape}, W {w.shape}, b {b.shape}, "
+                        f"targets {t.shape} do not chain")
+    p = e @ w + b
+    mse = float(np.mean((p - t) ** 2))
+    cos = float(np.mean(np.sum(p * t, 1) / (np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1) + 1e-12)))
+    if not (np.isfinite(mse) and np.isfinite(cos)):
+        raise EvalError("distill_quality: non-finite result (embeddings or targets contain inf/NaN)")
+    return mse, cos
+
+
+def check_task(task: Any) -> None:
+    """Raise EvalError unless every label can be both learnt and scored."""
+    labels = np.asarray(task.labels).astype(str)
+    is_test = np.asarray(task.is_test, bool)
+    if not (len(task.clips) == len(labels) == len(is_test)):
+        raise EvalError(f"task {task.name!r}: {len(task.clips)} clips, {len(labels)} labels, "
+                        f"{len(is_test)} split flags (need equal)")
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        if not mask.any():
+            raise EvalError(f"task {task.name!r}: the {split} split is empty")
+    short = [i for i, c in enumerate(task.clips) if len(c) < CROP_SAMPLES]
+    if short:
+        raise EvalError(f"task {task.name!r}: {len(short)} clip(s) shorter than one crop "
+                        f"({CROP_SAMPLES} samples), e.g. clip {short[0]}")
+    names = sorted({str(v) for v in labels})  # plain str: np.str_ would leak into messages
+    if len(names) < 2:
+        raise EvalError(f"task {task.name!r}: needs at least two labels, found {names}")
+    train, test = Counter(labels[~is_test]), Counter(labels[is_test])
+    for label in names:
+        if train[label] < 2:
+            raise EvalError(f"task {task.name!r}: label {label!r} has {train[label]} train clip(s); need >= 2")
+        if test[label] < 1:
+            raise EvalError(f"task {task.name!r}: label {label!r} has no test clips")
+
+
+def clip_embeddings(embed_fn: EmbedFn, clips: list[np.ndarray]) -> np.ndarray:
+    """[n_clips, E]: each clip's crops embedded in one batched call, then averaged per clip."""
+    crops = [clip_to_crops(np.asarray(c, np.float32)) for c in clips]
+    counts = np.array([len(c) for c in crops])
+    emb = np.asarray(embed_fn(np.concatenate(crops)), np.float64)
+    if emb.ndim != 2 or len(emb) != counts.sum():
+        raise EvalError(f"embed_fn returned shape {emb.shape} for {counts.sum()} crops; need [N, E]")
+    if not np.all(np.isfinite(emb)):
+        raise EvalError("embed_fn returned non-finite embeddings")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.add.reduceat(emb, starts, axis=0) / counts[:, None]
+
+
+def probe_accuracy(embed_fn: EmbedFn, task: Any, seed: int = 0) -> float:
+    """Linear-probe test accuracy of `embed_fn` (crops [N, CROP_SAMPLES] -> [N, E]) on `task`."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    check_task(task)
+    x = clip_embeddings(embed_fn, task.clips)
+    y = np.asarray(task.labels).astype(str)
+    test = np.asarray(task.is_test, bool)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    with warnings.catch_warnings():
+        # An unconverged probe still gives a usable accuracy; the warning would repeat per trial.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probe.fit(x[~test], y[~test])
+    return float(np.mean(probe.predict(x[test]) == y[test]))
+
+
+def logmel_embed(crops: np.ndarray) -> np.ndarray:
+    """Floor baseline: per-band mean and std over time of each crop's log-mel patch -> [N, 128]."""
+    crops = np.asarray(crops, np.float32)
+    if crops.ndim != 2 or crops.shape[1] != CROP_SAMPLES:
+        raise EvalError(f"logmel_embed: need crops [N, {CROP_SAMPLES}], got {crops.shape}")
+    from students.frontend import features  # the students' own frontend, so the floor is fair
+    f = features(crops)
+    return np.concatenate([f.mean(axis=1), f.std(axis=1)], axis=1)

@@ -1,0 +1,167 @@
+"""make bench: sweep efficiency and student speed-ups, as ratios measured in one run.
+
+Writes results/bench/latest.json and prints a table. Every figure says how it was measured.
+    python -m sweep.bench            # the real bench (~10 min on 2 cores)
+    python -m sweep.bench --tiny     # the same code path on a tiny slice (tests)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "results" / "bench" / "latest.json"
+
+
+def _median(xs) -> float:
+    xs = [float(x) for x in xs]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _alternate(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, float]:
+    """Median over rounds of each model's p50, the models timed in turn, so drift hits all."""
+    from students.measure import latency
+    p50 = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k, p in paths.items():
+            p50[k].append(latency(p, threads=1, runs=runs).p50_ms)
+    return {k: _median(v) for k, v in p50.items()}
+
+
+def _sweep_minutes(sdir: Path) -> float | None:
+    import results
+    try:
+        df = results.load(str(sdir))
+    except Exception:  # noqa: BLE001 - no full sweep yet: the figure stays null
+        return None
+    start, end = df["started_at"].dropna().min(), df["ended_at"].dropna().max()
+    to_ts = lambda s: datetime.fromisoformat(str(s)).timestamp()  # noqa: E731
+    return round((to_ts(end) - to_ts(start)) / 60, 2)
+
+
+def run(tiny: bool, out: Path) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="frill-bench-"))
+    os.environ["FRILL_RESULTS"] = str(work / "runs")
+    os.environ["FRILL_CACHE"] = str(work / "cache")   # fresh: the teacher runs inside this run
+    from students.config import StudentConfig
+    from students.export import export_tflite
+    from students.model import build_student
+    from students.frontend import features
+    from sweep import grid as G, ledger, tune
+    from sweep.context import prepare
+
+    if tiny:
+        grid, fidelity, indices = G.load("smoke"), "smoke", [0, 1]
+        frill = StudentConfig(depth="tiny", alpha=0.25, bottleneck=64)
+    else:
+        grid, fidelity, indices = G.load("frill144"), "local", list(range(0, 144, 12))
+        frill = StudentConfig()   # FRILL: small, alpha 2.0, global pooling, bottleneck 2048
+    cpus = os.cpu_count() or 1
+
+    t0 = time.perf_counter()
+    tune.run_sweep(grid, "bench", fidelity, indices=indices)
+    wall = time.perf_counter() - t0
+    sdir = ledger.sweep_dir("bench")
+    rows = [r for r in ledger.read_rows(sdir).values()]
+    ok = [r for r in rows if r["status"] == "OK"]
+    busy = sum(r["seconds_total"] for r in rows)
+    stages = ("setup", "build", "train", "export", "measure", "evaluate")
+    overhead = [(r["seconds_total"] - r["seconds_train"]) / r["seconds_total"] for r in ok]
+
+    first = grid.trials(fidelity)[indices[0]]
+    ctx = prepare(first.teacher, first.corpus, first.n_crops, log=lambda *a, **k: None)
+    m = ctx.dset.manifest
+    teacher_tflite = Path(ctx.dset.path) / f"teacher-{first.teacher}.tflite"
+
+    # FRILL and its QAT twin, exported untrained: latency and size do not depend on weights.
+    x = features(ctx.dset.crops[:128])
+    conv_s, paths = {}, {}
+    if teacher_tflite.exists():
+        paths["teacher"] = teacher_tflite
+    for tag, cfg in (("float", frill), ("int8", StudentConfig(**{**frill.as_dict(), "qat": True}))):
+        st = build_student(cfg, teacher_dim=ctx.dset.targets.shape[1])
+        ex = export_tflite(st, work / f"frill-{tag}.tflite", representative=x)
+        paths[f"frill_{tag}"], conv_s[tag] = ex.path, ex.seconds
+    # The fastest student whose probe accuracy is within 5% of the teacher's, from the
+    # latest full sweep if there is one, else from this slice.
+    full = ledger.DEFAULT_RUNS / "frill144"
+    pool = list(ledger.read_rows(full).values()) if (full / "sweep.json").exists() else ok
+    pool_dir = full if pool is not ok else sdir
+    near = [r for r in pool if r["status"] == "OK" and r["quality_retained"] >= 0.95]
+    fastest = min(near, key=lambda r: r["latency_ms_p50"]) if near else None
+    if fastest:
+        paths["fastest"] = pool_dir / "trials" / fastest["trial_id"] / "model.tflite"
+    lat = _alternate(paths, rounds=3 if tiny else 5, runs=20 if tiny else 50)
+    size = {k: p.stat().st_size for k, p in paths.items()}
+
+    by_depth: dict[str, list] = {}
+    for r in ok:
+        by_depth.setdefault(r["depth"], []).append(r["tflite_conversion_seconds"])
+    ratio = lambda a, b: round(a / b, 3) if a and b else None  # noqa: E731
+    figures = {
+        "sweep_core_utilisation": round(busy / (wall * cpus), 3),
+        "trial_overhead_share": round(_median(overhead), 3),
+        "trial_stage_seconds_median": {s: round(_median(r.get(f"seconds_{s}", 0) for r in ok), 2) for s in stages},
+        "teacher_calls_per_crop": round(m["teacher_calls"] / m["n_crops"], 3),
+        "frill_vs_teacher_latency_ratio": ratio(lat.get("teacher"), lat["frill_float"]),
+        "fastest_within_5pct_vs_teacher_latency_ratio": ratio(lat.get("teacher"), lat.get("fastest")),
+        "int8_vs_float_latency_ratio": ratio(lat["frill_int8"], lat["frill_float"]),
+        "int8_vs_float_size_ratio": ratio(size["frill_int8"], size["frill_float"]),
+        "tflite_conversion_seconds": {d: round(_median(v), 2) for d, v in sorted(by_depth.items())},
+        "local_sweep_minutes": _sweep_minutes(full),
+    }
+    details = {
+        "latency_ms_p50": {k: round(v, 3) for k, v in lat.items()},
+        "tflite_bytes": size,
+        "frill_conversion_seconds": {k: round(v, 1) for k, v in conv_s.items()},
+        "fastest_within_5pct": fastest and {k: fastest[k] for k in ("trial_id", "depth", "alpha", "pooling",
+                                                                    "compression", "qat", "quality_retained")},
+        "slice": {"grid": grid.name, "fidelity": fidelity, "indices": indices, "trials": len(rows),
+                  "ok": len(ok), "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1),
+                  "cpus": cpus},
+        "teacher": {"name": first.teacher, "calls": m["teacher_calls"], "distinct_crops": m["n_crops"],
+                    "latency_how": ctx.baselines.get("teacher_latency_how")},
+    }
+    how = {
+        "sweep_core_utilisation": "sum of trial wall times / (slice wall time x CPUs), slice run through Ray Tune incl. Ray start and the teacher-target build",
+        "trial_overhead_share": "median over OK trials of (seconds_total - seconds_train) / seconds_total",
+        "teacher_calls_per_crop": "teacher forward passes (crops embedded) while building the distillation set from an empty cache / distinct crops; trials never call the teacher",
+        "frill_vs_teacher_latency_ratio": "teacher TFLite p50 / FRILL-config TFLite p50, LiteRT 1 thread, batch 1, timed alternately (median of rounds)",
+        "int8_vs_float_latency_ratio": "FRILL QAT twin (full int8) p50 / FRILL float32 p50, same alternating run",
+        "int8_vs_float_size_ratio": "int8 TFLite bytes / float32 TFLite bytes",
+        "tflite_conversion_seconds": "median per depth of the slice's export-stage conversion time",
+        "local_sweep_minutes": "last full frill144 local sweep in results/runs: last ended_at - first started_at",
+    }
+    doc = {"figures": figures, "details": details, "how": how, "tiny": tiny,
+           "machine": {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version()},
+           "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    os.replace(tmp, out)
+    return doc
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sweep.bench", description=__doc__)
+    ap.add_argument("--tiny", action="store_true", help="a 2-trial smoke slice (for tests)")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    out = a.out or (OUT.with_name("tiny.json") if a.tiny else OUT)
+    doc = run(a.tiny, out)
+    for k, v in doc["figures"].items():
+        print(f"{k:48s} {json.dumps(v)}")
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

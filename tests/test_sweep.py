@@ -1,0 +1,122 @@
+"""The Ray Tune driver, end to end on real (tiny) trials: rows, resume after SIGKILL,
+fault isolation, and a real two-node Ray cluster."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweep import ledger
+
+TINY = """\
+name: {name}
+shared: {{fidelity: smoke, depth: tiny, alpha: 0.25, bottleneck: 64, rank: 16}}
+axes:
+{axes}
+"""
+
+
+def _grid(tmp_path, name, axes) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(TINY.format(name=name, axes=axes))
+    return p
+
+
+def _run(grid: Path, runs: Path, *extra, env=None, **kw):
+    env = {**os.environ, "FRILL_RESULTS": str(runs), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "sweep", "run", "--grid", str(grid), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _rows(sdir: Path) -> dict:
+    return ledger.read_rows(sdir)
+
+
+def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(tmp_path, runs_dir):
+    import results
+    p = _run(Path("sweep/grids/smoke.yaml"), runs_dir)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out
+    sdir = runs_dir / "smoke"
+    led = ledger.ledger(sdir)
+    assert len(led.expected) == 4 and len(led.done) == 4, out
+    df = results.load(str(sdir))
+    assert sorted(df.trial_id) == sorted(led.expected)
+    assert (df.status == "OK").all()
+    for col in ("tflite_bytes", "latency_ms_p50", "probe_acc_mean", "distill_mse_heldout"):
+        assert df[col].notna().all() and (df[col] > 0).all(), col
+    for tid in led.expected:
+        assert (sdir / "trials" / tid / "model.tflite").stat().st_size == int(df.set_index("trial_id").tflite_bytes[tid])
+    assert "4/4 done" in out                      # the live progress line
+    assert (sdir / "report.html").exists()        # written when the sweep finishes
+
+
+def test_failing_trial_becomes_error_row_and_others_finish(tmp_path, runs_dir):
+    # A learning rate of 1e12 really diverges: the trial must end as an ERROR row.
+    g = _grid(tmp_path, "faulty", "  learning_rate: [0.001, 1.0e+12]")
+    p = _run(g, runs_dir)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out
+    rows = list(_rows(runs_dir / "faulty").values())
+    assert sorted(r["status"] for r in rows) == ["ERROR", "OK"], out
+    bad = next(r for r in rows if r["status"] == "ERROR")
+    assert bad["error_class"] == "TrainingDiverged" and bad["error_message"].startswith("train:")
+    status = subprocess.run([sys.executable, "-m", "sweep", "status", "--name", "faulty"],
+                            env={**os.environ, "FRILL_RESULTS": str(runs_dir)},
+                            capture_output=True, text=True)
+    assert "expected 2, done 1, errored 1, missing 0" in status.stdout
+    # A rerun retries the errored trial once, and only that one.
+    p = _run(g, runs_dir)
+    out, _ = p.communicate(timeout=900)
+    rows2 = _rows(runs_dir / "faulty")
+    assert rows2[bad["trial_id"]]["attempt"] == 2
+    ok = next(r for r in rows if r["status"] == "OK")
+    assert rows2[ok["trial_id"]]["started_at"] == ok["started_at"]
+    p = _run(g, runs_dir)                          # no attempts left: nothing runs
+    out, _ = p.communicate(timeout=300)
+    assert "running 0" in out and _rows(runs_dir / "faulty")[bad["trial_id"]]["attempt"] == 2
+
+
+def test_sigkilled_driver_resumes_without_rerunning_finished_trials(tmp_path, runs_dir):
+    g = _grid(tmp_path, "killme", "  compression: [none, lowrank]\n  pooling: [global, flatten]")
+    sdir = runs_dir / "killme"
+    p = _run(g, runs_dir, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list((sdir / "trials").glob("*/row.json")):
+        time.sleep(0.5)
+    os.kill(p.pid, signal.SIGKILL)               # the driver only; Ray must not keep going
+    p.communicate()
+    before = {t: r["started_at"] for t, r in _rows(sdir).items()}
+    assert 1 <= len(before) < 4
+    p = _run(g, runs_dir)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out
+    after = _rows(sdir)
+    assert len(after) == 4 and all(r["status"] == "OK" for r in after.values())
+    for tid, started in before.items():
+        assert after[tid]["started_at"] == started   # finished trials were not rerun
+    import results
+    df = results.load(str(sdir))
+    assert len(df) == 4 and df.trial_id.is_unique
+
+
+@pytest.mark.slow
+def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        g = _grid(tmp_path, "cluster", "  compression: [none, lowrank]")
+        p = _run(g, runs_dir, env={"RAY_ADDRESS": cluster.address,
+                                   "FRILL_STORAGE": str(tmp_path / "shared")})
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out
+        rows = _rows(runs_dir / "cluster")
+        assert len(rows) == 2 and all(r["status"] == "OK" for r in rows.values()), out
+        assert len({r["ray_node_id"] for r in rows.values()}) == 2   # one trial per node
+    finally:
+        cluster.shutdown()
