@@ -50,11 +50,11 @@ COLUMNS: tuple[Column, ...] = tuple(
     _cols("identity", "all",
           ("trial_id", "str", "", "12 hex chars, stable hash of the trial config; the trial's folder name"),
           ("sweep", "str", "", "sweep name (its folder under results/runs/)"),
-          ("depth", "str", "", "MobileNetV3 stack: tiny (9 blocks) | small (11) | large"),
+          ("depth", "str", "", "MobileNetV3 stack: tiny (9 blocks), small (11) or large"),
           ("alpha", "float", "x", "width multiplier"),
-          ("pooling", "str", "", "global (average) | flatten"),
+          ("pooling", "str", "", "global (average) or flatten"),
           ("bottleneck", "int", "units", "embedding size (Dense after pooling); 0 = pooled features are the embedding"),
-          ("compression", "str", "", "none | lowrank (bottleneck kernel factorised at `rank`)"),
+          ("compression", "str", "", "none or lowrank (bottleneck kernel factorised at `rank`)"),
           ("rank", "int", "", "low-rank factor size; used only when compression is lowrank"),
           ("qat", "bool", "", "quantisation-aware training, exported as full-int8 TFLite"),
           ("frontend", "bool", "", "log-mel frontend inside the model (waveform input)"),
@@ -64,49 +64,76 @@ COLUMNS: tuple[Column, ...] = tuple(
           ("seed", "int", "", "training seed"),
           ("teacher", "str", "", "teacher spec (resemblyzer, trill, a SavedModel path)"),
           ("corpus", "str", "", "distillation corpus (builtin or a path)"),
-          ("fidelity", "str", "", "smoke | local | paper (sets steps, corpus size, latency runs)"))
+          ("fidelity", "str", "", "smoke, local or paper (sets steps, corpus size, latency runs)"))
     + _cols("status", "all",
-            ("status", "str", "", "OK | ERROR; errored trials keep their row"),
+            ("status", "str", "", "OK or ERROR; errored trials keep their row"),
             ("error_class", "str", "", "exception class name; '' when OK"),
             ("error_message", "str", "", "one-line exception message; '' when OK"))
     + _cols("status", "optional",
-            ("schema_version", "int", "", "version of this schema the row was written with (filled in when a row.json lacks it)"))
+            ("schema_version", "int", "",
+             "version of this schema the row was written with "
+             "(filled in when a row.json lacks it)"),
+            ("attempt", "int", "", "1 for the first run of this trial, 2 for its retry after an error"),
+            ("ray_node_id", "str", "", "Ray node that ran the trial (empty for `python -m sweep trial`)"))
     + _cols("size", "ok",
             ("tflite_bytes", "int", "bytes", "file size of the exported model.tflite", "cost"),
-            ("params", "int", "count", "parameters of the embedding model (Keras; excludes the training-only projection)", "cost"),
-            ("macs_per_patch", "int", "MACs", "multiply-accumulates for one 96x64 patch, summed over the conv, depthwise and fully-connected ops of the .tflite", "cost"))
+            ("params", "int", "count",
+             "parameters of the embedding model (Keras; "
+             "excludes the training-only projection)", "cost"),
+            ("macs_per_patch", "int", "MACs",
+             "multiply-accumulates for one 96x64 patch, summed over the conv, "
+             "depthwise and fully-connected ops of the .tflite", "cost"))
     + _cols("size", "optional",
-            ("teacher_tflite_bytes", "int", "bytes", "teacher's TFLite file size when the teacher converts; empty otherwise"))
+            ("teacher_tflite_bytes", "int", "bytes",
+             "teacher's TFLite file size when the teacher "
+             "converts; empty otherwise"))
     + _cols("latency", "ok",
-            ("latency_ms_p50", "float", "ms", "median wall time of one invoke (one patch) with the LiteRT interpreter after warm-up, `latency_threads` threads", "cost"),
+            ("latency_ms_p50", "float", "ms",
+             "median wall time of one invoke (one patch) with the LiteRT "
+             "interpreter after warm-up, `latency_threads` threads", "cost"),
             ("latency_ms_p90", "float", "ms", "90th percentile of the same timings", "cost"),
             ("latency_threads", "int", "threads", "interpreter threads used for timing"),
             ("latency_runs", "int", "runs", "timed invokes (after warm-up)"),
             ("runtime", "str", "", "what timed it (interpreter, version, delegate)"),
-            ("teacher_latency_ms_p50", "float", "ms", "teacher's median time per patch on the same machine (its TFLite conversion if it converts, else the TF function)"),
+            ("teacher_latency_ms_p50", "float", "ms",
+             "teacher's median time per patch on the same machine (its TFLite "
+             "conversion if it converts, else the TF function)"),
+            ("teacher_latency_ms_p90", "float", "ms", "90th percentile of the teacher's timings"),
             ("speedup_vs_teacher", "float", "x", "teacher_latency_ms_p50 / latency_ms_p50"))
     + _cols("quality", "ok",
-            ("distill_mse_heldout", "float", "", "MSE between the TFLite embedding projected to teacher space and the teacher target, held-out crops"),
+            ("distill_mse_heldout", "float", "",
+             "MSE between the TFLite embedding projected to teacher "
+             "space and the teacher target, held-out crops"),
             ("distill_cosine_heldout", "float", "", "mean cosine of the same pairs", "quality"),
             ("probe_acc_mean", "float", "fraction", "mean of the probe_acc_<task> columns", "quality"),
             ("teacher_probe_acc_mean", "float", "fraction", "the same probes on the teacher's embedding (reference)"),
             ("logmel_probe_acc_mean", "float", "fraction", "the same probes on log-mel mean+std per patch (floor)"),
             ("quality_retained", "float", "fraction", "probe_acc_mean / teacher_probe_acc_mean", "quality"),
-            ("export_cosine", "float", "", "mean cosine between Keras and TFLite embeddings on the same inputs (conversion check)"),
-            ("keras_distill_mse_heldout", "float", "", "distill_mse_heldout of the Keras model before export; the gap is conversion loss"))
+            ("export_cosine", "float", "",
+             "mean cosine between Keras and TFLite embeddings on "
+             "the same inputs (conversion check)"),
+            ("keras_distill_mse_heldout", "float", "",
+             "distill_mse_heldout of the Keras model before "
+             "export; the gap is conversion loss"),
+            ("keras_distill_mse_heldout_untrained", "float", "",
+             "the same MSE for the freshly built student before training (the baseline that "
+             "training must beat)"),
+            ("train_loss_mean", "float", "", "mean training MSE over all steps (Keras' running mean)"))
     + _cols("timing", "ok",
-            ("seconds_build", "float", "s", "building the student"),
+            ("seconds_setup", "float", "s", "imports (TF start in a fresh worker process) and provenance"),
+            ("seconds_build", "float", "s", "log-mel features for the distillation set, building the student"),
             ("seconds_train", "float", "s", "distillation training"),
-            ("seconds_export", "float", "s", "TFLite conversion"),
+            ("seconds_export", "float", "s", "TFLite conversion and the Keras-vs-TFLite check"),
+            ("tflite_conversion_seconds", "float", "s", "the TFLite converter call alone"),
             ("seconds_measure", "float", "s", "size, MACs and latency measurement"),
             ("seconds_evaluate", "float", "s", "distillation metrics and probes on the TFLite model"),
-            ("seconds_total", "float", "s", "whole trial, wall clock"),
+            ("seconds_total", "float", "s", "whole trial, wall clock (setup through evaluate)"),
             ("train_steps_per_second", "float", "steps/s", "steps / seconds_train"))
     + _cols("provenance", "ok",
-            ("git_commit", "str", "", "commit of the code that ran the trial (suffix -dirty when uncommitted changes)"),
+            ("git_commit", "str", "", "commit of the code that ran the trial (short hash; 'unknown' outside a git checkout)"),
             ("tensorflow_version", "str", "", "tensorflow.__version__"),
             ("litert_version", "str", "", "ai-edge-litert version"),
-            ("host", "str", "", "machine name (platform.node())"),
+            ("host", "str", "", "machine name (socket.gethostname())"),
             ("started_at", "time", "UTC", "trial start, ISO-8601 in row.json"),
             ("ended_at", "time", "UTC", "trial end, ISO-8601 in row.json"))
 )
@@ -116,7 +143,7 @@ assert len(BY_NAME) == len(COLUMNS), "duplicate column in COLUMNS"
 
 # Dynamic columns: one probe accuracy per evaluation task (e.g. probe_acc_language).
 PROBE_PREFIX = "probe_acc_"
-PROBE_RE = re.compile(r"^probe_acc_(?!mean$)[a-z0-9_]+$")
+PROBE_RE = re.compile(r"^probe_acc_(?!mean$)[A-Za-z0-9_]+$")  # task names: letters, digits, _
 PROBE_COLUMN = Column("probe_acc_<task>", "float", "fraction",
                       "linear probe accuracy on the task's test clips (clip = mean TFLite embedding over its patches; "
                       "StandardScaler + LogisticRegression fit on train clips)", "quality", "ok", "quality")
@@ -165,10 +192,10 @@ def coerce_series(s: pd.Series, kind: str) -> pd.Series:
     if kind == "float":
         return pd.to_numeric(s, errors="coerce").astype("float64")
     if kind == "int":
-        num = pd.to_numeric(s, errors="coerce")
+        num = pd.to_numeric(s, errors="coerce").astype("float64")
         # A float that is not whole (e.g. 3.5 in an int column) becomes NA, never truncated.
-        num = num.where(num.isna() | (num == np.round(num)))
-        return num.astype("Float64").astype("Int64")
+        num = num.where(num == np.round(num))
+        return num.astype("Int64")
     if kind == "bool":
         return s.map(_to_bool).astype("boolean") if s.dtype != "boolean" else s
     if kind == "time":
@@ -183,7 +210,7 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
         if c.name in df.columns:
             out[c.name] = coerce_series(df[c.name], c.kind)
         else:
-            out[c.name] = pd.Series(pd.NA if c.kind != "str" else np.nan, index=df.index).pipe(coerce_series, c.kind)
+            out[c.name] = coerce_series(pd.Series([None] * len(df), index=df.index, dtype=object), c.kind)
     for name in probe_columns(df):
         out[name] = coerce_series(df[name], "float")
     rest = [c for c in df.columns if c not in out]  # unknown columns are kept as they are
@@ -264,6 +291,7 @@ def markdown_table() -> str:
     """The README's column table (pasted verbatim between the columns markers)."""
     lines = ["| column | dtype | unit | present | how it was measured |", "|---|---|---|---|---|"]
     need = {"all": "every row", "ok": "OK rows", "optional": "optional"}
-    for c in COLUMNS[:COLUMNS.index(BY_NAME["probe_acc_mean"])] + (PROBE_COLUMN,) + COLUMNS[COLUMNS.index(BY_NAME["probe_acc_mean"]):]:
+    at = COLUMNS.index(BY_NAME["probe_acc_mean"])  # per-task probes listed just before their mean
+    for c in COLUMNS[:at] + (PROBE_COLUMN,) + COLUMNS[at:]:
         lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {need[c.need]} | {c.how.replace('|', '/')} |")
     return "\n".join(lines)

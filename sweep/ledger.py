@@ -2,20 +2,19 @@
 
 Layout of results/runs/<sweep>/:
   sweep.json              grid, fidelity, expected trial ids (written before any trial runs)
-  trials/<trial_id>/      config.json, row.json, model.tflite (appears whole, via rename)
+  trials/<trial_id>/      config.json, row.json, model.tflite (lands whole, via rename)
   results.parquet, .csv   the table, rebuilt from trials/ after every finished trial
 The trial folders are the source of truth, so a killed sweep resumes from them.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from results import table
 from teacher.errors import FrillError
 
-DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "results" / "runs"
 MAX_ATTEMPTS = 2    # an errored trial is retried once on the next run
 
 
@@ -23,20 +22,21 @@ class SweepError(FrillError):
     pass
 
 
-def runs_root() -> Path:
-    return Path(os.environ.get("FRILL_RESULTS", DEFAULT_RUNS))
-
-
 def sweep_dir(name: str) -> Path:
-    return runs_root() / name
+    return table.runs_root() / name
 
 
 def read_rows(sdir: Path) -> dict[str, dict]:
-    rows = {}
-    for p in sorted((sdir / "trials").glob("*/row.json")):
-        row = json.loads(p.read_text())
-        rows[row["trial_id"]] = row
-    return rows
+    """trial_id -> row.json as written (raw: attempts and timestamps exactly as stored)."""
+    return {r["trial_id"]: r for r in
+            (json.loads(p.read_text()) for p in sorted((sdir / "trials").glob("*/row.json")))}
+
+
+def read_meta(sdir: Path) -> dict:
+    if not (sdir / "sweep.json").exists():
+        known = sorted(p.parent.name for p in table.runs_root().glob("*/sweep.json"))
+        raise SweepError(f"no sweep at {sdir} (no sweep.json); known sweeps: {known or 'none'}")
+    return table.sweep_info(sdir)
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Ledger:
     done: list[str]          # status OK
     errored: list[str]       # status ERROR
     missing: list[str]       # no row yet
-    retry: list[str]         # errored with attempts left
+    retry: list[str]         # errored with an attempt left
 
     @property
     def pending(self) -> list[str]:
@@ -57,19 +57,12 @@ class Ledger:
 
 
 def ledger(sdir: Path) -> Ledger:
-    meta = read_meta(sdir)
+    expected = table.expected_ids(read_meta(sdir))
     rows = read_rows(sdir)
-    expected = meta["expected"]
-    done = [t for t in expected if rows.get(t, {}).get("status") == "OK"]
-    errored = [t for t in expected if t in rows and rows[t].get("status") != "OK"]
-    missing = [t for t in expected if t not in rows]
-    retry = [t for t in errored if int(rows[t].get("attempt", 1)) < MAX_ATTEMPTS]
-    return Ledger(expected, done, errored, missing, retry)
-
-
-def read_meta(sdir: Path) -> dict:
-    path = sdir / "sweep.json"
-    if not path.exists():
-        known = sorted(p.parent.name for p in runs_root().glob("*/sweep.json"))
-        raise SweepError(f"no sweep at {sdir} (no sweep.json); known sweeps: {known or 'none'}")
-    return json.loads(path.read_text())
+    status = {t: rows[t]["status"] for t in expected if t in rows}
+    errored = [t for t, s in status.items() if s != "OK"]
+    return Ledger(expected=expected,
+                  done=[t for t, s in status.items() if s == "OK"],
+                  errored=errored,
+                  missing=[t for t in expected if t not in rows],
+                  retry=[t for t in errored if int(rows[t].get("attempt", 1)) < MAX_ATTEMPTS])

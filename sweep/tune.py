@@ -20,6 +20,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from results.table import expected_ids as table_expected
 from sweep import ledger as L
 from sweep.config import TrialConfig
 from sweep.context import SweepContext, prepare
@@ -121,14 +122,14 @@ def start_sweep(grid: Grid, name: str, fidelity: str, command: str,
     meta_path = sdir / "sweep.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta["expected"] != ids:
+        if table_expected(meta) != ids:
             raise L.SweepError(f"sweep {name!r} at {sdir} holds a different grid or fidelity "
                                f"({meta['grid']}, {meta['fidelity']}); choose another --name")
     else:
         sdir.mkdir(parents=True, exist_ok=True)
         write_json(meta_path, dict(
             name=name, grid=grid.name, grid_path=str(grid.path), fidelity=fidelity,
-            expected=ids, trials={t.trial_id: t.describe() for t in trials},
+            expected_trial_ids=ids, trials={t.trial_id: t.describe() for t in trials},
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command))
     return sdir, trials
 
