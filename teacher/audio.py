@@ -39,7 +39,8 @@ def load_audio(path: str | Path) -> np.ndarray:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt/missing files
-        raise AudioError(f"cannot read audio file {path}: {exc}") from None
+        reason = str(exc).split("': ", 1)[-1] if str(exc).startswith("Error opening") else exc
+        raise AudioError(f"cannot read audio file {path}: {reason}") from None
     if data.size == 0:
         raise AudioError(f"audio file {path} has no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -58,7 +59,8 @@ def clip_to_crops(audio: np.ndarray) -> np.ndarray:
     return np.asarray(audio[: n * CROP_SAMPLES], np.float32).reshape(n, CROP_SAMPLES)
 
 
-def trim_silence(audio: np.ndarray, floor_db: float = -40.0, frame: int = HOP_SAMPLES) -> np.ndarray:
+def trim_silence(audio: np.ndarray, floor_db: float = -40.0,
+                 frame: int = HOP_SAMPLES) -> np.ndarray:
     """Drop leading/trailing frames quieter than `floor_db` below the loudest frame.
 
     Synthetic speech starts and ends with digital silence; crops of it would teach

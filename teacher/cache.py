@@ -1,0 +1,282 @@
+"""The distillation set: corpus crops + teacher targets, computed once per key and cached.
+
+Layout of one set (a folder under the cache dir, named <corpus>-<teacher>-s<seed>-<key>):
+    crops.npy      float32 [N, CROP_SAMPLES]
+    targets.npy    float32 [N, D] teacher outputs
+    heldout.npy    bool [N]
+    sources.json   per-crop origin (file, or part|voice|text)
+    identity.json  everything the key was derived from
+    eval/          audio.npy (clips concatenated), offsets.npy, tasks.json, sources.json
+    manifest.json  written last, with "complete": true
+A set is built in a hidden temp folder and renamed into place, so an interrupted
+build is never taken for a complete one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
+from teacher.builtin import DEFAULT_N_CROPS, DEFAULT_N_EVAL_CLIPS
+from teacher.corpus import Corpus, EvalTask, check_corpus, corpus_identity, load_corpus
+from teacher.errors import CacheError, CorpusError, FrillError, TeacherError
+from teacher.teachers import (RESEMBLYZER_REBUILD, Teacher, get_teacher,
+                              resemblyzer_weights_path, resolve_spec, split_spec)
+
+log = logging.getLogger("teacher")
+CACHE_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = "manifest.json"
+__all__ = ["DistillSet", "EvalTask", "build_or_load", "load_eval_tasks", "load_distill_set",
+           "cache_root", "cache_key"]
+
+
+@dataclass(frozen=True)
+class DistillSet:
+    path: Path
+    key: str
+    crops: np.ndarray     # float32 [N, CROP_SAMPLES] (read-only memory map)
+    targets: np.ndarray   # float32 [N, D] teacher outputs
+    heldout: np.ndarray   # bool [N]; held-out crops (texts/voices or files disjoint from the rest)
+    manifest: dict        # teacher, output_dim, corpus, n_crops, teacher_calls, build_seconds...
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    return Path(cache_dir or os.environ.get("FRILL_CACHE") or REPO_ROOT / ".cache" / "frill-sweep")
+
+
+def _stamp(path: Path, root: Path) -> list:
+    st = path.stat()
+    return [path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns]
+
+
+def teacher_identity(spec: str) -> dict:
+    """What determines the targets: the handle + key, and for local files their stamps."""
+    handle, key = resolve_spec(spec)
+    ident: dict = {"handle": handle, "key": key}
+    if handle == "resemblyzer":
+        weights = resemblyzer_weights_path().stat().st_size
+        ident.update(rebuild=RESEMBLYZER_REBUILD, weights_bytes=weights)
+    elif Path(handle).is_dir():
+        root = Path(handle).resolve()
+        ident.update(handle=str(root), files=[_stamp(p, root) for p in sorted(root.rglob("*"))
+                                              if p.is_file()])
+    return ident
+
+
+def cache_key(corpus: str, teacher: str, seed: int, n_crops: int,
+              n_eval_clips: int) -> tuple[str, dict]:
+    identity = {"version": CACHE_VERSION, "corpus": corpus_identity(corpus),
+                "teacher": teacher_identity(teacher), "seed": seed, "n_crops": n_crops,
+                "n_eval_clips": n_eval_clips,
+                "crop": {"sample_rate": SAMPLE_RATE, "crop_samples": CROP_SAMPLES}}
+    blob = json.dumps(identity, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16], identity
+
+
+def _slug(text: str) -> str:
+    name = Path(text.rstrip("/")).name or "corpus"
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in name)[:40]
+
+
+def _set_dir(root: Path, corpus: str, teacher: str, seed: int, key: str) -> Path:
+    teacher_name = "trill" if split_spec(teacher)[0] == "trill" else _slug(split_spec(teacher)[0])
+    return root / f"{_slug(corpus)}-{teacher_name}-s{seed}-{key}"
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("complete") is True
+    except (OSError, ValueError):
+        return False
+
+
+def load_distill_set(path: str | Path) -> DistillSet:
+    """Open a complete set (arrays are read-only memory maps: cheap in every trial process)."""
+    path = Path(path)
+    if not _is_complete(path):
+        raise CacheError(f"{path} is not a complete distillation set: rebuild it with "
+                         "python -m teacher cache")
+    manifest = json.loads((path / MANIFEST).read_text())
+    try:
+        arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r")
+                  for n in ("crops", "targets", "heldout")}
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"distillation set {path} is damaged ({exc}): delete it and "
+                         "rebuild") from None
+    return DistillSet(path, manifest["key"], arrays["crops"], arrays["targets"],
+                      arrays["heldout"], manifest)
+
+
+def load_eval_tasks(dset: DistillSet) -> list[EvalTask]:
+    """The labelled evaluation tasks stored beside the set (empty for unlabelled corpora)."""
+    ev = dset.path / "eval"
+    if not (ev / "tasks.json").is_file():
+        return []
+    audio = np.load(ev / "audio.npy", mmap_mode="r")
+    offsets = np.load(ev / "offsets.npy")
+    clips = [audio[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    return [EvalTask(t["name"], [clips[i] for i in t["clips"]], np.array(t["labels"], dtype=str),
+                     np.array(t["is_test"], bool))
+            for t in json.loads((ev / "tasks.json").read_text())]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, default=str))
+
+
+def _write_eval(folder: Path, tasks: list[EvalTask], sources: list[str]) -> None:
+    """Clips are stored once even when several tasks label the same clips."""
+    folder.mkdir()
+    unique: dict[int, int] = {}
+    clips: list[np.ndarray] = []
+    specs = []
+    for t in tasks:
+        idx = []
+        for clip in t.clips:
+            if id(clip) not in unique:
+                unique[id(clip)] = len(clips)
+                clips.append(clip)
+            idx.append(unique[id(clip)])
+        specs.append({"name": t.name, "clips": idx, "labels": t.labels.tolist(),
+                      "is_test": t.is_test.tolist()})
+    lengths = [len(c) for c in clips]
+    np.save(folder / "audio.npy", np.concatenate(clips) if clips else np.zeros(0, np.float32))
+    np.save(folder / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    _write_json(folder / "tasks.json", specs)
+    _write_json(folder / "sources.json", sources)
+
+
+def _embed(teacher: Teacher, crops: np.ndarray) -> tuple[np.ndarray, int, float]:
+    start_calls, t0 = teacher.calls, time.perf_counter()
+    targets = teacher.embed(crops)
+    seconds = time.perf_counter() - t0
+    calls = teacher.calls - start_calls
+    if not np.all(np.isfinite(targets)):
+        raise TeacherError(f"teacher {teacher.name} gave non-finite outputs for "
+                           f"{int((~np.isfinite(targets)).any(1).sum())} crops")
+    log.info("teacher %s: %d calls for %d crops in %.1f s (%.0f crops/s)", teacher.name, calls,
+             len(crops), seconds, len(crops) / max(seconds, 1e-9))
+    return targets, calls, seconds
+
+
+def _write_set(tmp: Path, corpus: Corpus, targets: np.ndarray, manifest: dict,
+               identity: dict) -> None:
+    tmp.mkdir(parents=True)
+    np.save(tmp / "crops.npy", corpus.crops.astype(np.float32, copy=False))
+    np.save(tmp / "targets.npy", targets.astype(np.float32, copy=False))
+    np.save(tmp / "heldout.npy", corpus.heldout.astype(bool))
+    _write_json(tmp / "sources.json", corpus.sources)
+    _write_json(tmp / "identity.json", identity)
+    _write_eval(tmp / "eval", corpus.tasks, list(corpus.info.get("eval_sources", [])))
+    _write_json(tmp / MANIFEST, manifest)  # last: its presence marks the set complete
+
+
+def _tmp_dir(final: Path) -> Path:
+    owner = f"{socket.gethostname()}.{os.getpid()}"  # lets a later build spot dead builders
+    return final.parent / f".tmp-{final.name}.{owner}.{uuid.uuid4().hex[:8]}"
+
+
+def _remove_stale_tmp(final: Path) -> None:
+    """Delete temp folders of this set left by dead builders on this host (interrupted builds)."""
+    host = socket.gethostname()
+    for tmp in final.parent.glob(f".tmp-{final.name}.*"):
+        owner, _, pid = tmp.name[len(f".tmp-{final.name}."):].rpartition(".")[0].rpartition(".")
+        if owner != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass  # alive but not ours: leave it
+
+
+def _publish(tmp: Path, final: Path) -> bool:
+    """Rename the finished temp folder into place; False if a concurrent build won the race."""
+    if final.exists() and not _is_complete(final):
+        shutil.rmtree(final)  # an incomplete set (e.g. a partial copy) is never reused
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError:
+        if _is_complete(final):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        raise
+
+
+def _manifest(key: str, corpus: str, teacher: str, seed: int, model: Teacher, data: Corpus,
+              targets: np.ndarray, calls: int, seconds: dict[str, float]) -> dict:
+    info = {k: v for k, v in data.info.items() if k != "eval_sources"}
+    return {
+        "complete": True, "version": CACHE_VERSION, "key": key, "corpus": corpus,
+        "corpus_kind": info.get("kind"), "teacher": model.name, "teacher_spec": teacher,
+        "output_dim": int(targets.shape[1]), "sample_rate": SAMPLE_RATE,
+        "crop_samples": CROP_SAMPLES, "seed": seed,
+        "n_crops": int(len(data.crops)), "n_heldout": int(data.heldout.sum()),
+        "eval_tasks": [t.name for t in data.tasks],
+        "n_eval_clips": int(max((len(t.clips) for t in data.tasks), default=0)),
+        "teacher_calls": calls, "teacher_seconds": round(seconds["teacher"], 3),
+        "teacher_crops_per_second": round(len(data.crops) / max(seconds["teacher"], 1e-9), 1),
+        "corpus_seconds": round(seconds["corpus"], 3), "build_seconds": round(seconds["build"], 3),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "corpus_info": info}
+
+
+def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int,
+           key: str, identity: dict, final: Path) -> bool:
+    t0 = time.perf_counter()
+    check_corpus(corpus)
+    model = get_teacher(teacher)  # before synthesis: a bad or unreachable teacher fails fast
+    t_corpus = time.perf_counter()
+    data = load_corpus(corpus, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips)
+    corpus_seconds = time.perf_counter() - t_corpus
+    targets, calls, teacher_seconds = _embed(model, data.crops)
+    seconds = {"corpus": corpus_seconds, "teacher": teacher_seconds,
+               "build": time.perf_counter() - t0}
+    manifest = _manifest(key, corpus, teacher, seed, model, data, targets, calls, seconds)
+    tmp = _tmp_dir(final)
+    try:
+        _write_set(tmp, data, targets, manifest, identity)
+        return _publish(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when published
+
+
+def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed: int = 0,
+                  n_crops: int | None = None, cache_dir: str | Path | None = None,
+                  n_eval_clips: int | None = None) -> tuple[DistillSet, bool]:
+    """Return the distillation set for these settings and whether it was reused from the cache."""
+    # Resolve defaults before keying, so None and an explicit 2400 share one set.
+    n_crops = DEFAULT_N_CROPS if n_crops is None else n_crops
+    n_eval_clips = DEFAULT_N_EVAL_CLIPS if n_eval_clips is None else n_eval_clips
+    if n_crops < 2 or n_eval_clips < 4:
+        raise CorpusError(f"need --n-crops >= 2 (got {n_crops}) and n_eval_clips >= 4 "
+                          f"(got {n_eval_clips}): one crop to train on and one held out")
+    key, identity = cache_key(corpus, teacher, seed, n_crops, n_eval_clips)
+    root = cache_root(cache_dir)
+    final = _set_dir(root, corpus, teacher, seed, key)
+    if _is_complete(final):
+        log.info("reusing distillation set %s", final)
+        return load_distill_set(final), True
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(final)
+        log.info("building distillation set %s (corpus %s, teacher %s)", final, corpus, teacher)
+        built = _build(corpus, teacher, seed, n_crops, n_eval_clips, key, identity, final)
+    except FrillError:
+        raise
+    except OSError as exc:
+        raise CacheError(f"cannot write the distillation set under {root}: {exc}; free some "
+                         "space or pass --cache-dir") from None
+    return load_distill_set(final), not built
