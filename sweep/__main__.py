@@ -35,7 +35,7 @@ def cmd_trial(a) -> int:
     t = trials[a.index]
     log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
     ctx = prepare(t.teacher, t.corpus, t.n_crops, latency_runs=t.latency_runs, log=log)
-    out = ledger.runs_root() / "debug" / t.trial_id
+    out = ledger.sweep_dir("debug") / "trials" / t.trial_id
     row = run_trial(t, ctx, out, sweep="debug")
     if a.json:
         print(json.dumps(row, default=str))

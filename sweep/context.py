@@ -35,19 +35,18 @@ def prepare(teacher: str, corpus: str, n_crops: int, *, seed: int = 0,
 
 def _baselines(dset: DistillSet, tasks, teacher_spec: str, latency_runs: int, log) -> dict:
     """Teacher and log-mel probe accuracy on the same splits, and teacher latency; cached."""
-    path = Path(dset.path) / "baselines.json"
+    from students import evaluate, measure
+    path = Path(dset.path) / f"baselines-{evaluate.PROBE_VERSION}.json"
     if path.exists():
         return json.loads(path.read_text())
-    from students import evaluate, measure
     from teacher.teachers import get_teacher
 
     t = get_teacher(teacher_spec)
     out: dict = {}
-    for task in tasks:
-        out[f"teacher_probe_acc_{task.name}"] = evaluate.probe_accuracy(t.embed, task)
-        out[f"logmel_probe_acc_{task.name}"] = evaluate.probe_accuracy(evaluate.logmel_embed, task)
-    out["teacher_probe_acc_mean"] = float(np.mean([out[f"teacher_probe_acc_{k.name}"] for k in tasks]))
-    out["logmel_probe_acc_mean"] = float(np.mean([out[f"logmel_probe_acc_{k.name}"] for k in tasks]))
+    for who, fn in (("teacher", t.embed), ("logmel", evaluate.logmel_embed)):
+        accs = evaluate.probe_accuracies(fn, list(tasks))
+        out.update({f"{who}_probe_acc_{name}": a for name, a in accs.items()})
+        out[f"{who}_probe_acc_mean"] = float(np.mean(list(accs.values())))
     lat, how = measure.teacher_latency(t, runs=latency_runs, cache_dir=Path(dset.path))
     out.update(teacher_latency_ms_p50=lat.p50_ms, teacher_latency_ms_p90=lat.p90_ms,
                teacher_latency_how=how)

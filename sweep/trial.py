@@ -111,12 +111,13 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
             mse, cos = evaluate.distill_quality(embedder, projection_weights(student), x_ho, y_ho)
             row.update(distill_mse_heldout=mse, distill_cosine_heldout=cos)
             embed_crops = embedder if s.frontend else (lambda crops: embedder(features(crops)))
-            accs = [evaluate.probe_accuracy(embed_crops, task, seed=cfg.train.seed) for task in ctx.tasks]
-            row.update({f"probe_acc_{t.name}": a for t, a in zip(ctx.tasks, accs)})
-            row.update(probe_acc_mean=float(np.mean(accs)),
+            accs = evaluate.probe_accuracies(embed_crops, ctx.tasks)
+            row.update({f"probe_acc_{name}": a for name, a in accs.items()})
+            mean_acc = float(np.mean(list(accs.values())))
+            row.update(probe_acc_mean=mean_acc,
                        teacher_probe_acc_mean=b["teacher_probe_acc_mean"],
                        logmel_probe_acc_mean=b["logmel_probe_acc_mean"],
-                       quality_retained=float(np.mean(accs)) / b["teacher_probe_acc_mean"])
+                       quality_retained=mean_acc / b["teacher_probe_acc_mean"])
         bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
         if bad:
             raise FloatingPointError(f"non-finite metrics: {bad}")

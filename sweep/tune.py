@@ -152,8 +152,8 @@ def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
     log(f"[{name}] {after.line()}")
     try:
         from results import report
-        path = report.write_report(sdir)
-        log(f"[{name}] report: {path}")
+        paths = report.write_report(sdir)
+        log(f"[{name}] report: {paths.get('html')}")
     except Exception as e:  # noqa: BLE001 - a report failure must not hide the sweep's result
         log(f"[{name}] report not written: {e}")
     if after.missing:
