@@ -3,7 +3,7 @@
 FRILL's point is that quality must be measured on what ships (int8 rounding, converter
 rewrites), so the embedder here runs the .tflite file, not the Keras model. The downstream
 score follows the paper's protocol in miniature: clip embedding = mean over its patches, then a
-linear probe (standardise + shrinkage LDA) fit on the train split, scored on the test split.
+linear probe (standardise + logistic regression) fit on the train split, scored on the test split.
 """
 from __future__ import annotations
 
@@ -169,25 +169,18 @@ def clip_embeddings(embed_fn: EmbedFn, clips: list[np.ndarray]) -> np.ndarray:
 
 
 # Bump when the probe protocol changes: cached teacher/log-mel baselines are keyed by it.
-PROBE_VERSION = "lda1"
+PROBE_VERSION = "logreg1"
 
 
 def probe_accuracy(embed_fn: EmbedFn, task: Any, seed: int = 0) -> float:
-    """Linear-probe test accuracy of `embed_fn` (crops [N, CROP_SAMPLES] -> [N, E]) on `task`.
-
-    The probe is standardise + linear discriminant analysis with Ledoit-Wolf shrinkage
-    (solver='lsqr', shrinkage='auto'): one of the FRILL paper's linear models, with no
-    hyperparameter to pick, because the shrinkage is estimated in closed form from the train
-    split of each embedding. A fixed logistic-regression C would regularise embeddings of
-    different widths and spreads unequally, and choosing C by CV needs the voice groups that
-    EvalTask does not carry (CV sharing voices across folds picks too little regularisation),
-    at about 25 fits per probe. LDA is deterministic, so `seed` is unused (kept for the API)."""
-    del seed
+    """Linear-probe test accuracy of `embed_fn` (crops [N, CROP_SAMPLES] -> [N, E]) on `task`:
+    clip embedding = mean over its crops; standardise; logistic regression (fixed C=1 and
+    seed) fit on the train clips, scored on the test clips (no shared text or voice)."""
     check_task(task)
-    return _probe(task, clip_embeddings(embed_fn, task.clips))
+    return _probe(task, clip_embeddings(embed_fn, task.clips), seed)
 
 
-def probe_accuracies(embed_fn: EmbedFn, tasks: list[Any]) -> dict[str, float]:
+def probe_accuracies(embed_fn: EmbedFn, tasks: list[Any], seed: int = 0) -> dict[str, float]:
     """probe_accuracy for each task; tasks labelling the same clips share one embedding pass."""
     for task in tasks:
         check_task(task)
@@ -197,21 +190,23 @@ def probe_accuracies(embed_fn: EmbedFn, tasks: list[Any]) -> dict[str, float]:
         key = tuple(id(c) for c in task.clips)
         if key not in embedded:
             embedded[key] = clip_embeddings(embed_fn, task.clips)
-        out[task.name] = _probe(task, embedded[key])
+        out[task.name] = _probe(task, embedded[key], seed)
     return out
 
 
-def _probe(task: Any, x: np.ndarray) -> float:
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+def _probe(task: Any, x: np.ndarray, seed: int) -> float:
+    # Logistic regression as the issue specifies. Shrinkage LDA scored every embedding a few
+    # points higher here (same ranking) but costs ~15 s per probe on a 2048-d bottleneck.
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     y = np.asarray(task.labels).astype(str)
     test = np.asarray(task.is_test, bool)
-    probe = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     with warnings.catch_warnings():
-        # A degenerate (e.g. constant) embedding still gets a score, chance or worse.
-        warnings.simplefilter("ignore", RuntimeWarning)
+        # Non-convergence or a degenerate (constant) embedding still gets a score.
+        warnings.simplefilter("ignore")
         probe.fit(x[~test], y[~test])
     return float(np.mean(probe.predict(x[test]) == y[test]))
 
