@@ -10,11 +10,12 @@ from students.config import StudentConfig, TrainConfig
 
 # Fidelity presets: how hard each trial trains, and how big the distillation set is.
 #   smoke: seconds per trial, for tests and CI.
-#   local: the whole 144 grid on a 2-core laptop in under an hour.
+#   local: the whole 144 grid on a 2-core laptop in under an hour (short training:
+#          fixed costs, conversion above all, dominate a trial).
 #   paper: FRILL's recipe for a cluster (TRILL layer19 targets, Adam 1e-4, batch 512).
 FIDELITIES: dict[str, dict] = {
     "smoke": dict(steps=20, batch_size=16, learning_rate=1e-3, n_crops=320, latency_runs=50),
-    "local": dict(steps=150, batch_size=32, learning_rate=1e-3, n_crops=2400, latency_runs=50),
+    "local": dict(steps=40, batch_size=32, learning_rate=1e-3, n_crops=2400, latency_runs=50),
     "paper": dict(steps=50_000, batch_size=512, learning_rate=1e-4, n_crops=2400, latency_runs=200),
 }
 
