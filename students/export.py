@@ -53,8 +53,9 @@ def export_tflite(student: Student, path: str | Path,
             warnings.warn(f"low-rank handoff was unfinished (alpha={alpha:.3g}); exported the "
                           "rank-r SVD of the blended kernel", stacklevel=2)
     converter = tf.lite.TFLiteConverter.from_keras_model(student.embed_model)
-    # Freeze the graph directly instead of saving a Keras SavedModel first: same file,
-    # about a third less conversion time (tracing every layer for the SavedModel dominates).
+    # Freeze the graph directly instead of saving a Keras SavedModel first: same ops and
+    # outputs, 15% (float) to 30% (int8) less conversion time (small alpha 1.0: 8.5 vs 9.9 s,
+    # 24.9 vs 35.6 s); tracing every layer for the SavedModel dominated.
     converter.experimental_lower_to_saved_model = False
     if cfg.qat:
         if representative is None or len(representative) == 0:

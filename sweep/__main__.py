@@ -34,7 +34,7 @@ def cmd_trial(a) -> int:
         raise ledger.SweepError(f"--index {a.index} is out of range: {a.grid} has {len(trials)} trials (0..{len(trials) - 1})")
     t = trials[a.index]
     log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
-    ctx = prepare(t.teacher, t.corpus, t.n_crops, latency_runs=t.latency_runs, log=log)
+    ctx = prepare(t, log=log)
     out = ledger.sweep_dir("debug") / "trials" / t.trial_id
     row = run_trial(t, ctx, out, sweep="debug")
     if a.json:

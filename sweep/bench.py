@@ -77,7 +77,7 @@ def run(tiny: bool, out: Path) -> dict:
     overhead = [(r["seconds_total"] - r["seconds_train"]) / r["seconds_total"] for r in ok]
 
     first = grid.trials(fidelity)[indices[0]]
-    ctx = prepare(first.teacher, first.corpus, first.n_crops, log=lambda *a, **k: None)
+    ctx = prepare(first, log=lambda *a, **k: None)
     m = ctx.dset.manifest
     teacher_tflite = Path(ctx.dset.path) / f"teacher-{first.teacher}.tflite"
 

@@ -14,9 +14,10 @@ from students.config import StudentConfig, TrainConfig
 #          fixed costs, conversion above all, dominate a trial).
 #   paper: FRILL's recipe for a cluster (TRILL layer19 targets, Adam 1e-4, batch 512).
 FIDELITIES: dict[str, dict] = {
-    "smoke": dict(steps=20, batch_size=16, learning_rate=1e-3, n_crops=320, latency_runs=50),
-    "local": dict(steps=40, batch_size=32, learning_rate=1e-3, n_crops=2400, latency_runs=50),
-    "paper": dict(steps=50_000, batch_size=512, learning_rate=1e-4, n_crops=2400, latency_runs=200),
+    "smoke": dict(steps=20, batch_size=16, learning_rate=1e-3, n_crops=320, n_eval_clips=120, latency_runs=50),
+    "local": dict(steps=40, batch_size=32, learning_rate=1e-3, n_crops=2400, n_eval_clips=1000, latency_runs=50),
+    "paper": dict(steps=50_000, batch_size=512, learning_rate=1e-4, n_crops=2400, n_eval_clips=1000,
+                  latency_runs=200),
 }
 
 

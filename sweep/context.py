@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sweep.config import FIDELITIES, TrialConfig
 from teacher import cache
 from teacher.cache import DistillSet, EvalTask
 
@@ -23,9 +24,11 @@ class SweepContext:
     baselines: dict     # teacher/log-mel probe accuracies and teacher latency (see _baselines)
 
 
-def prepare(teacher: str, corpus: str, n_crops: int, *, seed: int = 0,
-            latency_runs: int = 50, log=print) -> SweepContext:
-    dset, reused = cache.build_or_load(corpus, teacher, seed=seed, n_crops=n_crops)
+def prepare(trial: TrialConfig, log=print) -> SweepContext:
+    """The context for every trial sharing this trial's teacher, corpus and fidelity."""
+    teacher, latency_runs = trial.teacher, trial.latency_runs
+    dset, reused = cache.build_or_load(trial.corpus, teacher, n_crops=trial.n_crops,
+                                       n_eval_clips=FIDELITIES[trial.fidelity]["n_eval_clips"])
     log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {teacher}, "
         f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
     tasks = tuple(cache.load_eval_tasks(dset))

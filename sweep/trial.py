@@ -60,7 +60,7 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
 
     from students import evaluate, export, measure
     from students.frontend import features
-    from students.model import build_student, projection_weights
+    from students.model import build_student, projection_weights, recalibrate_batchnorm
     from students.train import distill, set_threads
 
     out_dir = Path(out_dir)
@@ -90,6 +90,8 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
             row["keras_distill_mse_heldout_untrained"] = _mse(student.train_model.predict(x_ho, verbose=0), y_ho)
         with timed("train"):
             tr = distill(student, x_tr, y_tr, cfg.train)
+            # Short runs leave BN's running statistics near their initial values.
+            recalibrate_batchnorm(student, x_tr[:256])
             row.update(train_steps_per_second=tr.steps_per_second, train_loss_mean=tr.loss_mean)
             row["keras_distill_mse_heldout"] = _mse(student.train_model.predict(x_ho, verbose=0), y_ho)
         with timed("export"):

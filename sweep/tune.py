@@ -167,8 +167,7 @@ def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, l
     ray.init(address=address or None, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False, ignore_reinit_error=True)
     try:
-        ctx = prepare(first.teacher, first.corpus, first.n_crops,
-                      latency_runs=first.latency_runs, log=log)
+        ctx = prepare(first, log=log)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(), sweep=name,
                         attempt=int(rows.get(t.trial_id, {}).get("attempt", 0)) + 1) for t in pending]

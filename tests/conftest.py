@@ -15,3 +15,16 @@ def runs_dir(tmp_path, monkeypatch):
     d = tmp_path / "runs"
     monkeypatch.setenv("FRILL_RESULTS", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """The smoke grid run once through Ray Tune (`python -m sweep run --grid smoke`): a real
+    sweep folder shared by the sweep and notebook tests. Returns (runs_dir, exit code, output)."""
+    import subprocess
+    import sys
+    runs = tmp_path_factory.mktemp("smoke") / "runs"
+    p = subprocess.run([sys.executable, "-m", "sweep", "run", "--grid", "smoke"],
+                       env={**os.environ, "FRILL_RESULTS": str(runs)},
+                       capture_output=True, text=True, timeout=900)
+    return runs, p.returncode, p.stdout + p.stderr

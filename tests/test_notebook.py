@@ -1,7 +1,7 @@
 """The exploration notebook runs headless, top to bottom, without a cell error.
 
-Runs against the FIXTURE sweep from tests/conftest_results.py (synthetic rows) until the sweep
-driver can produce a real smoke sweep; swap `make_fixture_sweep` for that when it lands.
+Runs against a real smoke sweep (the session's `smoke_sweep` fixture: two tiny students trained,
+converted and measured through Ray Tune).
 """
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
-from tests.conftest_results import make_fixture_sweep
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_results.ipynb"
 KERNEL = "frill-sweep-test"
@@ -32,11 +30,11 @@ def kernel_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_notebook_executes(kernel_env, monkeypatch):
-    runs = kernel_env / "runs"
-    make_fixture_sweep(runs / "nbfixture", write_table=True)
+def test_notebook_executes(kernel_env, monkeypatch, smoke_sweep):
+    runs, code, out = smoke_sweep
+    assert code == 0, out
     monkeypatch.setenv("FRILL_RESULTS", str(runs))
-    monkeypatch.setenv("FRILL_SWEEP", "nbfixture")
+    monkeypatch.setenv("FRILL_SWEEP", "smoke")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, kernel_name=KERNEL, timeout=180,
                    resources={"metadata": {"path": str(kernel_env)}}).execute()  # raises on any cell error
@@ -45,4 +43,4 @@ def test_notebook_executes(kernel_env, monkeypatch):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3, "the three plots should render inline"
     text = "".join(o.get("text", "") for o in outputs)
-    assert "31 trials read from" in text
+    assert "2 trials read from" in text

@@ -14,7 +14,7 @@ from sweep import ledger
 
 TINY = """\
 name: {name}
-shared: {{fidelity: smoke, depth: tiny, alpha: 0.25, bottleneck: 64, rank: 16}}
+shared: {{fidelity: smoke, depth: tiny, bottleneck: 64, rank: 16}}
 axes:
 {axes}
 """
@@ -36,14 +36,13 @@ def _rows(sdir: Path) -> dict:
     return ledger.read_rows(sdir)
 
 
-def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(tmp_path, runs_dir):
+def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
     import results
-    p = _run(Path("sweep/grids/smoke.yaml"), runs_dir)
-    out, _ = p.communicate(timeout=900)
-    assert p.returncode == 0, out
+    runs_dir, code, out = smoke_sweep
+    assert code == 0, out
     sdir = runs_dir / "smoke"
     led = ledger.ledger(sdir)
-    assert len(led.expected) == 4 and len(led.done) == 4, out
+    assert len(led.expected) == 2 and len(led.done) == 2, out
     df = results.load(str(sdir))
     assert sorted(df.trial_id) == sorted(led.expected)
     assert (df.status == "OK").all()
@@ -51,13 +50,13 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(tmp_path, runs
         assert df[col].notna().all() and (df[col] > 0).all(), col
     for tid in led.expected:
         assert (sdir / "trials" / tid / "model.tflite").stat().st_size == int(df.set_index("trial_id").tflite_bytes[tid])
-    assert "4/4 done" in out                      # the live progress line
+    assert "2/2 done" in out                      # the live progress line
     assert (sdir / "report.html").exists()        # written when the sweep finishes
 
 
 def test_failing_trial_becomes_error_row_and_others_finish(tmp_path, runs_dir):
     # A learning rate of 1e12 really diverges: the trial must end as an ERROR row.
-    g = _grid(tmp_path, "faulty", "  learning_rate: [0.001, 1.0e+12]")
+    g = _grid(tmp_path, "faulty", "  alpha: [0.25]\n  learning_rate: [0.001, 1.0e+12]")
     p = _run(g, runs_dir)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
@@ -82,7 +81,7 @@ def test_failing_trial_becomes_error_row_and_others_finish(tmp_path, runs_dir):
 
 
 def test_sigkilled_driver_resumes_without_rerunning_finished_trials(tmp_path, runs_dir):
-    g = _grid(tmp_path, "killme", "  compression: [none, lowrank]\n  pooling: [global, flatten]")
+    g = _grid(tmp_path, "killme", "  alpha: [0.25, 0.5, 0.75]")
     sdir = runs_dir / "killme"
     p = _run(g, runs_dir, start_new_session=True)
     deadline = time.time() + 600
@@ -91,17 +90,17 @@ def test_sigkilled_driver_resumes_without_rerunning_finished_trials(tmp_path, ru
     os.kill(p.pid, signal.SIGKILL)               # the driver only; Ray must not keep going
     p.communicate()
     before = {t: r["started_at"] for t, r in _rows(sdir).items()}
-    assert 1 <= len(before) < 4
+    assert 1 <= len(before) < 3
     p = _run(g, runs_dir)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
     after = _rows(sdir)
-    assert len(after) == 4 and all(r["status"] == "OK" for r in after.values())
+    assert len(after) == 3 and all(r["status"] == "OK" for r in after.values())
     for tid, started in before.items():
         assert after[tid]["started_at"] == started   # finished trials were not rerun
     import results
     df = results.load(str(sdir))
-    assert len(df) == 4 and df.trial_id.is_unique
+    assert len(df) == 3 and df.trial_id.is_unique
 
 
 @pytest.mark.slow
@@ -110,7 +109,7 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
-        g = _grid(tmp_path, "cluster", "  compression: [none, lowrank]")
+        g = _grid(tmp_path, "cluster", "  alpha: [0.25]\n  compression: [none, lowrank]")
         p = _run(g, runs_dir, env={"RAY_ADDRESS": cluster.address,
                                    "FRILL_STORAGE": str(tmp_path / "shared")})
         out, _ = p.communicate(timeout=900)

@@ -1,0 +1,32 @@
+"""make bench's JSON: every figure present and typed, on a tiny real run (2 smoke trials)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+FIGURES = {"sweep_core_utilisation": float, "trial_overhead_share": float,
+           "teacher_calls_per_crop": float, "frill_vs_teacher_latency_ratio": float,
+           "int8_vs_float_latency_ratio": float, "int8_vs_float_size_ratio": float,
+           "tflite_conversion_seconds": dict, "trial_stage_seconds_median": dict}
+
+
+@pytest.mark.slow
+def test_tiny_bench_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "-m", "sweep.bench", "--tiny", "--out", str(out)],
+                       env={**os.environ}, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    figs = doc["figures"]
+    for name, kind in FIGURES.items():
+        assert isinstance(figs[name], kind), (name, figs[name])
+    assert "local_sweep_minutes" in figs                  # null until a full sweep exists
+    assert 0 < figs["sweep_core_utilisation"] <= 1.05
+    assert 0 < figs["trial_overhead_share"] < 1
+    assert figs["teacher_calls_per_crop"] == 1.0          # built once, shared by both trials
+    assert figs["int8_vs_float_size_ratio"] < 1
+    assert set(figs["trial_stage_seconds_median"]) >= {"setup", "build", "train", "export", "measure", "evaluate"}
+    for name in ("sweep_core_utilisation", "teacher_calls_per_crop", "frill_vs_teacher_latency_ratio"):
+        assert name in doc["how"]
