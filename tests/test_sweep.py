@@ -51,6 +51,18 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
     for tid in led.expected:
         assert (sdir / "trials" / tid / "model.tflite").stat().st_size == int(df.set_index("trial_id").tflite_bytes[tid])
     assert "2/2 done" in out                      # the live progress line
+    # Every documented column is present and typed, and OK rows fill every 'ok' column.
+    from results import schema
+    assert schema.problems(df) == []
+    for c in schema.COLUMNS:
+        if c.need in ("all", "ok"):
+            assert df[c.name].notna().all(), c.name
+    assert {"probe_acc_language", "probe_acc_rate"} <= set(df.columns)
+    # Quality is measured on the converted file: the int8 student's TFLite metrics differ
+    # from its Keras twin's, and the row holds the TFLite ones.
+    q = df[df.qat].iloc[0]
+    assert q.distill_mse_heldout != q.keras_distill_mse_heldout
+    assert abs(q.distill_mse_heldout - q.keras_distill_mse_heldout) / q.keras_distill_mse_heldout > 1e-4
     assert (sdir / "report.html").exists()        # written when the sweep finishes
 
 
