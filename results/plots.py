@@ -130,7 +130,7 @@ def quality_vs_cost(df: pd.DataFrame, cost: str = "latency_ms_p50", quality: str
 
     _log_if_wide(ax, np.asarray(xs))
     refs = [v for v in (tq, floor) if v is not None]
-    lo, hi = float(np.nanmin(np.r_[y, refs])), float(np.nanmax(np.r_[y, tq if tq is not None else np.nan]))
+    lo, hi = float(np.nanmin(np.r_[y, refs])), float(np.nanmax(np.r_[y, refs]))  # both lines in view
     pad = 0.08 * (hi - lo or 1.0)
     ax.set_ylim(lo - pad, hi + 2 * pad)  # headroom for the labels above the points
 
