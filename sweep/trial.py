@@ -107,6 +107,7 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
                        latency_ms_p50=lat.p50_ms, latency_ms_p90=lat.p90_ms,
                        latency_threads=lat.threads, latency_runs=lat.runs, runtime=lat.runtime,
                        teacher_latency_ms_p50=b["teacher_latency_ms_p50"],
+                       teacher_latency_ms_p90=b["teacher_latency_ms_p90"],
                        speedup_vs_teacher=b["teacher_latency_ms_p50"] / lat.p50_ms)
         with timed("evaluate"):
             embedder = evaluate.TFLiteEmbedder(ex.path)
