@@ -92,7 +92,7 @@ def run(tiny: bool, out: Path) -> dict:
         paths[f"frill_{tag}"], conv_s[tag] = ex.path, ex.seconds
     # The fastest student whose probe accuracy is within 5% of the teacher's, from the
     # latest full sweep if there is one, else from this slice.
-    full = ledger.DEFAULT_RUNS / "frill144"
+    full = REPO / "results" / "runs" / "frill144"   # the user's runs, not this run's temp folder
     pool = list(ledger.read_rows(full).values()) if (full / "sweep.json").exists() else ok
     pool_dir = full if pool is not ok else sdir
     near = [r for r in pool if r["status"] == "OK" and r["quality_retained"] >= 0.95]
