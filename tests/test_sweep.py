@@ -1,6 +1,5 @@
 """The Ray Tune driver, end to end on real (tiny) trials: rows, resume after SIGKILL,
 fault isolation, and a real two-node Ray cluster."""
-import json
 import os
 import signal
 import subprocess
