@@ -118,7 +118,7 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("keras_distill_mse_heldout_untrained", "float", "",
              "the same MSE for the freshly built student before training (the baseline that "
              "training must beat)"),
-            ("train_loss_mean", "float", "", "mean training MSE over all steps (Keras' running mean)"))
+            ("train_loss_mean", "float", "", "mean training MSE over all steps (Keras' running mean), in the targets' units"))
     + _cols("timing", "ok",
             ("seconds_setup", "float", "s", "imports (TF start in a fresh worker process) and provenance"),
             ("seconds_build", "float", "s", "log-mel features for the distillation set, building the student"),

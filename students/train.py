@@ -9,7 +9,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from students.compression import find_layer, weight
 from students.config import TrainConfig
+from students.model import PROJECTION
 from teacher.errors import FrillError
 
 
@@ -22,7 +24,7 @@ class TrainResult:
     steps: int
     seconds: float
     steps_per_second: float
-    loss_mean: float        # Keras' running mean of the training loss over all steps
+    loss_mean: float        # mean training MSE over all steps, in the targets' own units
 
 
 def set_threads(threads: int) -> None:
@@ -48,16 +50,41 @@ def dataset(inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> tf.dat
     return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def target_scaling(targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """(per-dimension mean, one global scale) that map the targets to zero mean, unit std.
+
+    Teacher embeddings are small (unit-norm 256-d: entries ~0.06) and mostly their mean, so a
+    freshly initialised student spends a short run shrinking its outputs towards the mean.
+    One global scale keeps the MSE objective itself unchanged (up to a constant factor).
+    """
+    targets = np.asarray(targets, np.float64)
+    mean = targets.mean(axis=0)
+    scale = float((targets - mean).std())
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError("teacher targets are constant; nothing to distil")
+    return mean.astype(np.float32), scale
+
+
 def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> TrainResult:
-    """Train student.train_model for cfg.steps on (inputs, targets)."""
+    """Train student.train_model for cfg.steps on (inputs, targets).
+
+    Trains on scaled targets (see target_scaling), then folds the scaling into the
+    projection, so the trained model predicts the teacher's targets themselves.
+    """
     if len(inputs) < cfg.batch_size:
         raise ValueError(f"{len(inputs)} training crops is fewer than batch_size={cfg.batch_size}")
     keras.utils.set_random_seed(cfg.seed)
+    mean, scale = target_scaling(targets)
     model = student.train_model
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
     start = time.perf_counter()
-    history = model.fit(dataset(inputs, targets, cfg), steps_per_epoch=cfg.steps, epochs=1,
-                        verbose=0, callbacks=[*student.callbacks(cfg.steps), _StopOnNonFinite()])
+    history = model.fit(dataset(inputs, (targets - mean) / scale, cfg), steps_per_epoch=cfg.steps,
+                        epochs=1, verbose=0,
+                        callbacks=[*student.callbacks(cfg.steps), _StopOnNonFinite()])
     seconds = time.perf_counter() - start
+    projection = find_layer(model, PROJECTION)
+    kernel, bias = weight(projection, "kernel"), weight(projection, "bias")
+    kernel.assign(kernel * scale)
+    bias.assign(bias * scale + mean)
     return TrainResult(steps=cfg.steps, seconds=seconds, steps_per_second=cfg.steps / seconds,
-                       loss_mean=float(history.history["loss"][-1]))
+                       loss_mean=float(history.history["loss"][-1]) * scale ** 2)

@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `python -m sweep list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from students.config import StudentConfig, TrainConfig
 
 # Fidelity presets: how hard each trial trains, and how big the distillation set is.
 #   smoke: seconds per trial, for tests and CI.
-#   local: the whole 144 grid on a 2-core laptop in under an hour (short training:
-#          fixed costs, conversion above all, dominate a trial).
+#   local: the whole 144 grid on a 2-core laptop in under an hour (short training: the
+#          40 steps take about half of a trial; build, conversion and probes the rest).
 #   paper: FRILL's recipe for a cluster (TRILL layer19 targets, Adam 1e-4, batch 512).
 FIDELITIES: dict[str, dict] = {
     "smoke": dict(steps=20, batch_size=16, learning_rate=1e-3, n_crops=320, n_eval_clips=120, latency_runs=50),

@@ -1,0 +1,41 @@
+"""Distillation: scaled-target training is folded back into the teacher's units."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from students.config import StudentConfig, TrainConfig
+from students.model import build_student, projection_weights
+from students.train import distill, target_scaling
+from teacher.audio import MEL_BINS, PATCH_FRAMES
+
+
+def test_target_scaling_centres_and_uses_one_scale():
+    y = np.random.default_rng(0).normal(3.0, [0.1, 0.2, 0.4], size=(400, 3)).astype(np.float32)
+    mean, scale = target_scaling(y)
+    z = (y - mean) / scale
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-5)
+    assert z.std() == pytest.approx(1.0, rel=1e-4)
+    # One global scale keeps the dimensions' relative weights in the MSE.
+    assert z.std(axis=0) == pytest.approx(y.std(axis=0) / scale, rel=1e-4)
+    with pytest.raises(ValueError, match="constant"):
+        target_scaling(np.ones((10, 3)))
+
+
+def test_distill_predicts_in_the_targets_units():
+    """Teacher-like targets: tiny, offset and mostly their mean. After training on scaled
+    targets, the model's own output (and the folded projection) is back in target units."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(128, 4)).astype(np.float32)
+    x = (z @ rng.normal(size=(4, MEL_BINS)))[:, None, :] + rng.normal(0, 1, (128, PATCH_FRAMES, MEL_BINS))
+    y = 0.5 + 0.01 * np.tanh(z @ rng.normal(size=(4, 16)))
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    student = build_student(StudentConfig(depth="tiny", alpha=0.25, bottleneck=64), 16)
+    result = distill(student, x, y, TrainConfig(steps=6, batch_size=16))
+    pred = student.train_model.predict(x, verbose=0)
+    # Unfolded, a fresh student's outputs would sit near 0 with unit-scale spread.
+    assert np.abs(pred.mean(axis=0) - y.mean(axis=0)).max() < 0.05
+    assert result.loss_mean < 0.01     # reported in the targets' units (their variance ~1e-5)
+    w, b = projection_weights(student)
+    assert np.abs(b - y.mean(axis=0)).max() < 0.05
+    assert w.shape == (64, 16)
