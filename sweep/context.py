@@ -24,11 +24,15 @@ class SweepContext:
     baselines: dict     # teacher/log-mel probe accuracies and teacher latency (see _baselines)
 
 
-def prepare(trial: TrialConfig, log=print) -> SweepContext:
-    """The context for every trial sharing this trial's teacher, corpus and fidelity."""
+def prepare(trial: TrialConfig, log=print, embed: cache.EmbedFn | None = None) -> SweepContext:
+    """The context for every trial sharing this trial's teacher, corpus and fidelity.
+
+    embed: how teacher targets are computed if the set must be built (default: here).
+    """
     teacher, latency_runs = trial.teacher, trial.latency_runs
     dset, reused = cache.build_or_load(trial.corpus, teacher, n_crops=trial.n_crops,
-                                       n_eval_clips=FIDELITIES[trial.fidelity]["n_eval_clips"])
+                                       n_eval_clips=FIDELITIES[trial.fidelity]["n_eval_clips"],
+                                       embed=embed)
     log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {teacher}, "
         f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
     tasks = tuple(cache.load_eval_tasks(dset))

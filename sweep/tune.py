@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import ray
 from ray import tune
 
@@ -41,6 +42,20 @@ def _trainable(config: dict, ctx: SweepContext) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
+@ray.remote(num_cpus=1)
+def _embed_part(spec: str, crops: np.ndarray) -> tuple[np.ndarray, int]:
+    from teacher.teachers import get_teacher
+    teacher = get_teacher(spec)
+    return teacher.embed(crops), teacher.calls
+
+
+def _embed_on_cluster(spec: str, crops: np.ndarray) -> tuple[np.ndarray, int]:
+    """Teacher targets as one Ray task per CPU of the cluster, each on a slice of the crops."""
+    n = max(1, min(len(crops), int(ray.cluster_resources().get("CPU", 1))))
+    parts = ray.get([_embed_part.remote(spec, p) for p in np.array_split(crops, n)])
+    return np.concatenate([y for y, _ in parts]), sum(c for _, c in parts)
+
+
 def _fmt(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
@@ -57,38 +72,40 @@ class Recorder(tune.Callback):
         self.t0 = time.monotonic()
         self.last_line = 0.0
 
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+    def _land(self, trial, fill) -> dict:
+        """fill(tmp) writes a trial folder; it then replaces trials/<id> in one rename."""
         tid = TrialConfig.from_dict(trial.config["job"]["trial"]).trial_id
         dest = self.sdir / "trials" / tid
         tmp = dest.with_name(f".{tid}.landing")
         shutil.rmtree(tmp, ignore_errors=True)
-        checkpoint.to_directory(str(tmp))
+        fill(tmp)
         if dest.exists():
             shutil.rmtree(dest)   # an errored attempt being replaced by its retry
         os.replace(tmp, dest)
         row = json.loads((dest / "row.json").read_text())
         self.errors += row["status"] != "OK"
-        self._landed()
+        self.done += 1
+        self.ran += 1
+        _write_table(self.sdir)
+        self.progress(force=True)
+        return row
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self._land(trial, lambda tmp: checkpoint.to_directory(str(tmp)))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         # The trial process died without reporting (segfault, OOM kill, lost node).
         job = trial.config["job"]
         cfg = TrialConfig.from_dict(job["trial"])
-        dest = self.sdir / "trials" / cfg.trial_id
-        dest.mkdir(parents=True, exist_ok=True)
         err = getattr(trial, "error_file", None)
         msg = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).exists() else "trial process failed"
-        write_json(dest / "row.json", dict(cfg.flat(), sweep=job["sweep"],
-                                           attempt=job["attempt"], status="ERROR",
-                                           error_class="TrialCrashed", error_message=msg[:500]))
-        self.errors += 1
-        self._landed()
+        row = dict(cfg.flat(), sweep=job["sweep"], attempt=job["attempt"], status="ERROR",
+                   error_class="TrialCrashed", error_message=msg[:500])
 
-    def _landed(self) -> None:
-        self.done += 1
-        self.ran += 1
-        _write_table(self.sdir)
-        self.progress(force=True)
+        def fill(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            write_json(tmp / "row.json", row)
+        self._land(trial, fill)
 
     def on_step_end(self, iteration, trials, **info):
         self.progress()
@@ -166,7 +183,13 @@ def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, l
     ray.init(address=address or None, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False, ignore_reinit_error=True)
     try:
-        ctx = prepare(first, log=log)
+        # On a cluster the teacher targets are built in parallel on every node; on one
+        # machine a second TF process per core would cost more than it saves.
+        nodes = sum(n["Alive"] for n in ray.nodes())
+        if nodes > 1:
+            log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
+                "as Ray tasks across them")
+        ctx = prepare(first, log=log, embed=_embed_on_cluster if nodes > 1 else None)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
         configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(), sweep=name,
                         attempt=int(rows.get(t.trial_id, {}).get("attempt", 0)) + 1) for t in pending]

@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,11 +158,25 @@ def _write_eval(folder: Path, tasks: list[EvalTask], sources: list[str]) -> None
     _write_json(folder / "sources.json", sources)
 
 
-def _embed(teacher: Teacher, crops: np.ndarray) -> tuple[np.ndarray, int, float]:
-    start_calls, t0 = teacher.calls, time.perf_counter()
+# (teacher spec, crops) -> (targets, teacher forward passes counted in crops). The sweep
+# passes one that spreads the crops over a Ray cluster's nodes.
+EmbedFn = Callable[[str, np.ndarray], tuple[np.ndarray, int]]
+
+
+def _embed_here(teacher: Teacher, crops: np.ndarray) -> tuple[np.ndarray, int]:
+    start = teacher.calls
     targets = teacher.embed(crops)
+    return targets, teacher.calls - start
+
+
+def _embed(teacher: Teacher, spec: str, crops: np.ndarray,
+           embed: EmbedFn | None) -> tuple[np.ndarray, int, float]:
+    t0 = time.perf_counter()
+    targets, calls = _embed_here(teacher, crops) if embed is None else embed(spec, crops)
     seconds = time.perf_counter() - t0
-    calls = teacher.calls - start_calls
+    targets = np.asarray(targets, np.float32)
+    if targets.shape[0] != len(crops):
+        raise TeacherError(f"teacher {teacher.name} gave {targets.shape[0]} targets for {len(crops)} crops")
     if not np.all(np.isfinite(targets)):
         raise TeacherError(f"teacher {teacher.name} gave non-finite outputs for "
                            f"{int((~np.isfinite(targets)).any(1).sum())} crops")
@@ -234,14 +249,14 @@ def _manifest(key: str, corpus: str, teacher: str, seed: int, model: Teacher, da
 
 
 def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int,
-           key: str, identity: dict, final: Path) -> bool:
+           key: str, identity: dict, final: Path, embed: EmbedFn | None) -> bool:
     t0 = time.perf_counter()
     check_corpus(corpus)
     model = get_teacher(teacher)  # before synthesis: a bad or unreachable teacher fails fast
     t_corpus = time.perf_counter()
     data = load_corpus(corpus, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips)
     corpus_seconds = time.perf_counter() - t_corpus
-    targets, calls, teacher_seconds = _embed(model, data.crops)
+    targets, calls, teacher_seconds = _embed(model, teacher, data.crops, embed)
     seconds = {"corpus": corpus_seconds, "teacher": teacher_seconds,
                "build": time.perf_counter() - t0}
     manifest = _manifest(key, corpus, teacher, seed, model, data, targets, calls, seconds)
@@ -255,8 +270,12 @@ def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int
 
 def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed: int = 0,
                   n_crops: int | None = None, cache_dir: str | Path | None = None,
-                  n_eval_clips: int | None = None) -> tuple[DistillSet, bool]:
-    """Return the distillation set for these settings and whether it was reused from the cache."""
+                  n_eval_clips: int | None = None,
+                  embed: EmbedFn | None = None) -> tuple[DistillSet, bool]:
+    """Return the distillation set for these settings and whether it was reused from the cache.
+
+    embed: how to compute the teacher targets when building (default: in this process).
+    """
     # Resolve defaults before keying, so None and an explicit 2400 share one set.
     n_crops = DEFAULT_N_CROPS if n_crops is None else n_crops
     n_eval_clips = DEFAULT_N_EVAL_CLIPS if n_eval_clips is None else n_eval_clips
@@ -273,7 +292,7 @@ def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(final)
         log.info("building distillation set %s (corpus %s, teacher %s)", final, corpus, teacher)
-        built = _build(corpus, teacher, seed, n_crops, n_eval_clips, key, identity, final)
+        built = _build(corpus, teacher, seed, n_crops, n_eval_clips, key, identity, final, embed)
     except FrillError:
         raise
     except OSError as exc:

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sweep import ledger
@@ -121,12 +122,21 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
     cluster.add_node(num_cpus=1)
     try:
         g = _grid(tmp_path, "cluster", "  alpha: [0.25]\n  compression: [none, lowrank]")
-        p = _run(g, runs_dir, env={"RAY_ADDRESS": cluster.address,
+        cache_dir = tmp_path / "cache"   # empty: the teacher targets are built on the cluster
+        p = _run(g, runs_dir, env={"RAY_ADDRESS": cluster.address, "FRILL_CACHE": str(cache_dir),
                                    "FRILL_STORAGE": str(tmp_path / "shared")})
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
         rows = _rows(runs_dir / "cluster")
         assert len(rows) == 2 and all(r["status"] == "OK" for r in rows.values()), out
         assert len({r["ray_node_id"] for r in rows.values()}) == 2   # one trial per node
+        assert "2 Ray nodes: teacher targets" in out and ", built, teacher calls 320)" in out, out
     finally:
         cluster.shutdown()
+    # The targets built in two Ray tasks are the teacher's, in crop order.
+    from teacher.cache import load_distill_set
+    from teacher.teachers import get_teacher
+    (set_dir,) = [d for d in cache_dir.iterdir() if (d / "manifest.json").exists()]
+    dset = load_distill_set(set_dir)
+    assert dset.manifest["teacher_calls"] == len(dset.crops) == 320
+    np.testing.assert_allclose(dset.targets, get_teacher("resemblyzer").embed(dset.crops), atol=1e-5)
