@@ -169,13 +169,13 @@ def clip_embeddings(embed_fn: EmbedFn, clips: list[np.ndarray]) -> np.ndarray:
 
 
 # Bump when the probe protocol changes: cached teacher/log-mel baselines are keyed by it.
-PROBE_VERSION = "logreg1"
+PROBE_VERSION = "logreg2"
 
 
 def probe_accuracy(embed_fn: EmbedFn, task: Any, seed: int = 0) -> float:
     """Linear-probe test accuracy of `embed_fn` (crops [N, CROP_SAMPLES] -> [N, E]) on `task`:
-    clip embedding = mean over its crops; standardise; logistic regression (fixed C=1 and
-    seed) fit on the train clips, scored on the test clips (no shared text or voice)."""
+    clip embedding = mean over its crops; standardise; logistic regression (fixed C=1, tol
+    and seed) fit on the train clips, scored on the test clips (no shared text or voice)."""
     check_task(task)
     return _probe(task, clip_embeddings(embed_fn, task.clips), seed)
 
@@ -203,7 +203,10 @@ def _probe(task: Any, x: np.ndarray, seed: int) -> float:
 
     y = np.asarray(task.labels).astype(str)
     test = np.asarray(task.is_test, bool)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    # tol 1e-3 (sklearn's default is 1e-4): on 2048-d student embeddings L-BFGS then stops
+    # after half the iterations (5.6 vs 12.6 s per trial) with accuracies within 0.01.
+    probe = make_pipeline(StandardScaler(),
+                          LogisticRegression(tol=1e-3, max_iter=1000, random_state=seed))
     with warnings.catch_warnings():
         # Non-convergence or a degenerate (constant) embedding still gets a score.
         warnings.simplefilter("ignore")

@@ -196,6 +196,9 @@ def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, l
         storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
         trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
                                         {"cpu": cpus, "memory": int(memory_gb * 2**30)})
+        # Tune's default console output (experiment banner, tables) would bury our progress
+        # line; its legacy reporter at verbose=0 prints nothing.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         tuner = tune.Tuner(
             trainable,
             param_space={"job": tune.grid_search(configs)},
