@@ -72,7 +72,7 @@ class Recorder(tune.Callback):
         self.t0 = time.monotonic()
         self.last_line = 0.0
 
-    def _land(self, trial, fill) -> dict:
+    def _land(self, trial, fill) -> None:
         """fill(tmp) writes a trial folder; it then replaces trials/<id> in one rename."""
         tid = TrialConfig.from_dict(trial.config["job"]["trial"]).trial_id
         dest = self.sdir / "trials" / tid
@@ -88,7 +88,6 @@ class Recorder(tune.Callback):
         self.ran += 1
         _write_table(self.sdir)
         self.progress(force=True)
-        return row
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         self._land(trial, lambda tmp: checkpoint.to_directory(str(tmp)))
