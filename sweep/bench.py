@@ -1,7 +1,7 @@
 """make bench: sweep efficiency and student speed-ups, as ratios measured in one run.
 
 Writes results/bench/latest.json and prints a table. Every figure says how it was measured.
-    python -m sweep.bench            # the real bench (~10 min on 2 cores)
+    python -m sweep.bench            # the real bench (~7 min on 2 cores)
     python -m sweep.bench --tiny     # the same code path on a tiny slice (tests)
 """
 from __future__ import annotations

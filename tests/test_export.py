@@ -104,7 +104,7 @@ def test_lowrank_export_has_only_the_factors(tmp_path, data):
     assert result.tflite_bytes < full.tflite_bytes - 0.99 * 4 * saved_floats
 
 
-@pytest.mark.slow  # each is one more int8/frontend conversion (~20 s); make test-all
+@pytest.mark.slow  # one more student trained and converted; make test-all
 def test_qat_lowrank_export(tmp_path, data):
     x, _ = data
     student = _trained(StudentConfig(**TINY, compression="lowrank", qat=True), data, 96)
@@ -114,7 +114,7 @@ def test_qat_lowrank_export(tmp_path, data):
     assert check_export(student, result.path, x[128:]) >= 0.95
 
 
-@pytest.mark.slow  # each is one more int8/frontend conversion (~20 s); make test-all
+@pytest.mark.slow  # one more student trained and converted; make test-all
 def test_unfinished_handoff_is_finished_at_export(tmp_path, data):
     x, _ = data
     student = build_student(StudentConfig(**TINY, compression="lowrank", bottleneck=64, rank=8), 32)
@@ -127,7 +127,7 @@ def test_unfinished_handoff_is_finished_at_export(tmp_path, data):
     assert result.tflite_bytes > 0
 
 
-@pytest.mark.slow  # each is one more int8/frontend conversion (~20 s); make test-all
+@pytest.mark.slow  # one more student trained and converted; make test-all
 def test_frontend_export_takes_waveforms(tmp_path):
     rng = np.random.default_rng(5)
     crops = rng.normal(0, 0.1, (8, CROP_SAMPLES)).astype(np.float32)
