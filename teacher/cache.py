@@ -163,16 +163,14 @@ def _write_eval(folder: Path, tasks: list[EvalTask], sources: list[str]) -> None
 EmbedFn = Callable[[str, np.ndarray], tuple[np.ndarray, int]]
 
 
-def _embed_here(teacher: Teacher, crops: np.ndarray) -> tuple[np.ndarray, int]:
-    start = teacher.calls
-    targets = teacher.embed(crops)
-    return targets, teacher.calls - start
-
-
 def _embed(teacher: Teacher, spec: str, crops: np.ndarray,
            embed: EmbedFn | None) -> tuple[np.ndarray, int, float]:
-    t0 = time.perf_counter()
-    targets, calls = _embed_here(teacher, crops) if embed is None else embed(spec, crops)
+    t0, start_calls = time.perf_counter(), teacher.calls
+    if embed is None:
+        targets = teacher.embed(crops)
+        calls = teacher.calls - start_calls
+    else:
+        targets, calls = embed(spec, crops)
     seconds = time.perf_counter() - t0
     targets = np.asarray(targets, np.float32)
     if targets.shape[0] != len(crops):
