@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BYTES_PER_MB = 2**20  # the paper's "MB" is binary (FRILL's 38.5 MB = 38.5 MiB)
 
 # dtype kinds -> pandas dtypes. Nullable ints/bools: errored rows have no measurements.
@@ -60,11 +60,16 @@ COLUMNS: tuple[Column, ...] = tuple(
           ("frontend", "bool", "", "log-mel frontend inside the model (waveform input)"),
           ("steps", "int", "steps", "distillation training steps"),
           ("batch_size", "int", "crops", "distillation batch size"),
-          ("learning_rate", "float", "", "distillation learning rate"),
-          ("seed", "int", "", "training seed"),
+          ("learning_rate", "float", "", "distillation learning rate (peak, with a schedule)"),
+          ("lr_schedule", "str", "", "constant, or cosine (linear warm-up over 10% of steps, cosine decay to 0)"),
+          ("seed", "int", "", "training seed (weight init, data order); same config + seed = same row"),
+          ("init", "str", "",
+           "scratch, or float_twin: fine-tuned for `steps` from the trained weights of the same "
+           "student without QAT and compression (its trial is init_from)"),
           ("teacher", "str", "", "teacher spec (resemblyzer, trill, a SavedModel path)"),
           ("corpus", "str", "", "distillation corpus (builtin or a path)"),
-          ("fidelity", "str", "", "smoke, local or paper (sets steps, corpus size, latency runs)"))
+          ("n_crops", "int", "crops", "training crops in the distillation set (held-out and probe clips are fixed apart from it)"),
+          ("fidelity", "str", "", "smoke, local or paper (sets steps, set size, latency runs)"))
     + _cols("status", "all",
             ("status", "str", "", "OK or ERROR; errored trials keep their row"),
             ("error_class", "str", "", "exception class name; '' when OK"),
@@ -74,7 +79,9 @@ COLUMNS: tuple[Column, ...] = tuple(
              "version of this schema the row was written with "
              "(filled in when a row.json lacks it)"),
             ("attempt", "int", "", "1 for the first run of this trial, 2 for its retry after an error"),
-            ("ray_node_id", "str", "", "Ray node that ran the trial (empty for `python -m sweep trial`)"))
+            ("ray_node_id", "str", "", "Ray node that ran the trial (empty for `python -m sweep trial`)"),
+            ("init_from", "str", "", "trial_id of the float twin a float_twin trial started from; '' otherwise"),
+            ("train_device", "str", "", "where training ran: CPU, or GPU (its TF device name)"))
     + _cols("size", "ok",
             ("tflite_bytes", "int", "bytes", "file size of the exported model.tflite", "cost"),
             ("params", "int", "count",
@@ -101,13 +108,25 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("teacher_latency_ms_p90", "float", "ms", "90th percentile of the teacher's timings"),
             ("speedup_vs_teacher", "float", "x", "teacher_latency_ms_p50 / latency_ms_p50"))
     + _cols("quality", "ok",
+            ("distill_r2_heldout", "float", "",
+             "1 - distill_mse_heldout / MSE of predicting the training-mean target on the same "
+             "held-out crops: the share of the teacher's variance the shipped student explains",
+             "quality"),
             ("distill_mse_heldout", "float", "",
              "MSE between the TFLite embedding projected to teacher "
              "space and the teacher target, held-out crops"),
             ("distill_cosine_heldout", "float", "", "mean cosine of the same pairs", "quality"),
             ("probe_acc_mean", "float", "fraction", "mean of the probe_acc_<task> columns", "quality"),
+            ("probe_acc_mean_ci_lo", "float", "fraction",
+             "2.5th percentile of probe_acc_mean over 2000 bootstrap resamples of the test clips "
+             "(tasks on the same clips resampled together)"),
+            ("probe_acc_mean_ci_hi", "float", "fraction", "97.5th percentile of the same"),
             ("teacher_probe_acc_mean", "float", "fraction", "the same probes on the teacher's embedding (reference)"),
+            ("teacher_probe_acc_mean_ci_lo", "float", "fraction", "its bootstrap interval, as for probe_acc_mean"),
+            ("teacher_probe_acc_mean_ci_hi", "float", "fraction", "its bootstrap interval, as for probe_acc_mean"),
             ("logmel_probe_acc_mean", "float", "fraction", "the same probes on log-mel mean+std per patch (floor)"),
+            ("logmel_probe_acc_mean_ci_lo", "float", "fraction", "its bootstrap interval, as for probe_acc_mean"),
+            ("logmel_probe_acc_mean_ci_hi", "float", "fraction", "its bootstrap interval, as for probe_acc_mean"),
             ("quality_retained", "float", "fraction", "probe_acc_mean / teacher_probe_acc_mean", "quality"),
             ("export_cosine", "float", "",
              "mean cosine between Keras and TFLite embeddings on "
@@ -141,23 +160,34 @@ COLUMNS: tuple[Column, ...] = tuple(
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 assert len(BY_NAME) == len(COLUMNS), "duplicate column in COLUMNS"
 
-# Dynamic columns: one probe accuracy per evaluation task (e.g. probe_acc_language).
+# Dynamic columns: one probe accuracy per evaluation task (e.g. probe_acc_language), and its
+# bootstrap interval (probe_acc_language_ci_lo, _ci_hi).
 PROBE_PREFIX = "probe_acc_"
-PROBE_RE = re.compile(r"^probe_acc_(?!mean$)[A-Za-z0-9_]+$")  # task names: letters, digits, _
+PROBE_RE = re.compile(r"^probe_acc_(?!mean(_ci_lo|_ci_hi)?$)(?![A-Za-z0-9_]*_ci_(lo|hi)$)[A-Za-z0-9_]+$")
+PROBE_CI_RE = re.compile(r"^probe_acc_(?!mean_)[A-Za-z0-9_]+_ci_(lo|hi)$")
 PROBE_COLUMN = Column("probe_acc_<task>", "float", "fraction",
                       "linear probe accuracy on the task's test clips (clip = mean TFLite embedding over its patches; "
                       "StandardScaler + LogisticRegression fit on train clips)", "quality", "ok", "quality")
+PROBE_CI_COLUMN = Column("probe_acc_<task>_ci_lo, _ci_hi", "float", "fraction",
+                         "95% bootstrap interval of probe_acc_<task> (2000 resamples of the test clips)",
+                         "quality", "ok")
 
 
 def column(name: str) -> Column | None:
     """The schema entry for a column name (probe columns included), or None if unknown."""
     if name in BY_NAME:
         return BY_NAME[name]
-    return PROBE_COLUMN if PROBE_RE.match(name) else None
+    if PROBE_RE.match(name):
+        return PROBE_COLUMN
+    return PROBE_CI_COLUMN if PROBE_CI_RE.match(name) else None
 
 
 def probe_columns(df: pd.DataFrame) -> list[str]:
     return sorted(c for c in df.columns if PROBE_RE.match(str(c)))
+
+
+def probe_ci_columns(df: pd.DataFrame) -> list[str]:
+    return sorted(c for c in df.columns if PROBE_CI_RE.match(str(c)))
 
 
 def quality_columns(df: pd.DataFrame) -> list[str]:
@@ -211,7 +241,7 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
             out[c.name] = coerce_series(df[c.name], c.kind)
         else:
             out[c.name] = coerce_series(pd.Series([None] * len(df), index=df.index, dtype=object), c.kind)
-    for name in probe_columns(df):
+    for name in probe_columns(df) + probe_ci_columns(df):
         out[name] = coerce_series(df[name], "float")
     rest = [c for c in df.columns if c not in out]  # unknown columns are kept as they are
     for name in rest:
@@ -255,7 +285,7 @@ def problems(df: pd.DataFrame) -> list[str]:
             out.append(f"missing column {c.name}")
         elif str(df[c.name].dtype) != str(pd.Series([], dtype=c.dtype).dtype):
             out.append(f"column {c.name} has dtype {df[c.name].dtype}, schema says {c.dtype}")
-    for name in probe_columns(df):
+    for name in probe_columns(df) + probe_ci_columns(df):
         if df[name].dtype != "float64":
             out.append(f"column {name} has dtype {df[name].dtype}, schema says float64")
     unknown = [n for n in df.columns if column(str(n)) is None]
@@ -292,6 +322,6 @@ def markdown_table() -> str:
     lines = ["| column | dtype | unit | present | how it was measured |", "|---|---|---|---|---|"]
     need = {"all": "every row", "ok": "OK rows", "optional": "optional"}
     at = COLUMNS.index(BY_NAME["probe_acc_mean"])  # per-task probes listed just before their mean
-    for c in COLUMNS[:at] + (PROBE_COLUMN,) + COLUMNS[at:]:
+    for c in COLUMNS[:at] + (PROBE_COLUMN, PROBE_CI_COLUMN) + COLUMNS[at:]:
         lines.append(f"| `{c.name}` | {c.dtype} | {c.unit} | {need[c.need]} | {c.how.replace('|', '/')} |")
     return "\n".join(lines)

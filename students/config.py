@@ -8,6 +8,7 @@ from dataclasses import dataclass
 DEPTHS = ("tiny", "small", "large")
 POOLINGS = ("global", "flatten")
 COMPRESSIONS = ("none", "lowrank")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _choice(name: str, value, choices) -> None:
@@ -62,6 +63,7 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 32
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"   # constant | cosine (linear warm-up, cosine decay to 0)
     seed: int = 0
     threads: int = 1                # TF intra-op threads (inter-op is 1); match the trial's CPUs
 
@@ -69,6 +71,7 @@ class TrainConfig:
         _positive("steps", self.steps, int)
         _positive("batch_size", self.batch_size, int)
         _positive("learning_rate", self.learning_rate)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _positive("seed", self.seed, int, allow_zero=True)
         _positive("threads", self.threads, int)
 

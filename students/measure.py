@@ -225,10 +225,11 @@ def _time_tf_function(teacher: Any, warmup: int, runs: int) -> Latency:
 
 
 def teacher_latency(teacher: Any, threads: int = 1, runs: int = 50, warmup: int = 10,
-                    cache_dir: str | os.PathLike | None = None) -> tuple[Latency, str]:
-    """Teacher per-patch latency and how it was taken: 'tflite' (converted, same runtime as the
+                    cache_dir: str | os.PathLike | None = None) -> tuple[Latency, str, int | None]:
+    """Teacher per-patch latency, how it was taken: 'tflite' (converted, same runtime as the
     students) or 'tf-function' (conversion or LiteRT failed; timed in TensorFlow, whose thread
-    pool is process-wide, so `threads` is not enforced there).
+    pool is process-wide, so `threads` is not enforced there), and its TFLite file's bytes
+    (None when it did not convert).
 
     With cache_dir, the converted file (or a '.failed' note) is kept there, so a sweep converts
     its teacher once.
@@ -245,13 +246,14 @@ def teacher_latency(teacher: Any, threads: int = 1, runs: int = 50, warmup: int 
                 failed.write_text(_one_line(e) + "\n")
         if path.exists() and not failed.exists():
             try:
-                return latency(path, threads=threads, warmup=warmup, runs=runs), "tflite"
+                return (latency(path, threads=threads, warmup=warmup, runs=runs), "tflite",
+                        path.stat().st_size)
             except MeasureError as e:
                 failed.write_text(f"{e}\n")
         log.warning("teacher %s: timing the TF function (%s)", getattr(teacher, "name", "?"),
                     failed.read_text().strip())
         try:
-            return _time_tf_function(teacher, warmup, runs), "tf-function"
+            return _time_tf_function(teacher, warmup, runs), "tf-function", None
         except MeasureError:
             raise
         except Exception as e:  # noqa: BLE001

@@ -47,10 +47,7 @@ class Student:
     teacher_dim: int
     train_model: keras.Model
     embed_model: keras.Model
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.embed_model.output_shape[-1])
+    warm: bool = False      # started from a trained float twin (its projection predicts targets)
 
     def callbacks(self, total_steps: int) -> list[keras.callbacks.Callback]:
         """Training callbacks the trainer must pass to fit (the low-rank handoff)."""
@@ -66,7 +63,10 @@ def input_shape(cfg: StudentConfig) -> tuple[int, ...]:
     return (CROP_SAMPLES,) if cfg.frontend else (PATCH_FRAMES, MEL_BINS)
 
 
-def build_student(cfg: StudentConfig, teacher_dim: int) -> Student:
+def build_student(cfg: StudentConfig, teacher_dim: int,
+                  init: dict[str, list[np.ndarray]] | None = None) -> Student:
+    """init: trained weights of the float twin by layer name (see float_weights); every layer
+    the twin has starts from them (a low-rank bottleneck's full W from the twin's)."""
     if isinstance(teacher_dim, bool) or not isinstance(teacher_dim, (int, np.integer)) \
             or teacher_dim < 1:
         raise ValueError(f"teacher_dim={teacher_dim!r} must be a positive int")
@@ -88,6 +88,8 @@ def build_student(cfg: StudentConfig, teacher_dim: int) -> Student:
     # Never annotated: the projection is training-only (see students.qat.quantize).
     outputs = layers.Dense(teacher_dim, name=PROJECTION)(embedding)
     model = keras.Model(inputs, outputs, name=_model_name(cfg))
+    if init is not None:
+        _load_float_weights(model, init)   # before quantize_apply, which keeps the weights
     if cfg.qat:
         model = quantize(model)
 
@@ -99,7 +101,34 @@ def build_student(cfg: StudentConfig, teacher_dim: int) -> Student:
         embed_name = EMBEDDING
     embed = keras.Model(model.input, find_layer(model, embed_name).output,
                         name=model.name + "_embed")
-    return Student(cfg, int(teacher_dim), model, embed)
+    return Student(cfg, int(teacher_dim), model, embed, warm=init is not None)
+
+
+def float_weights(student: Student) -> dict[str, list[np.ndarray]]:
+    """A float student's trained weights by layer name, for warm-starting its twins."""
+    if student.cfg.qat or student.cfg.compression != "none":
+        raise ValueError("only a float student without compression is a float twin")
+    return {layer.name: [np.asarray(w) for w in layer.get_weights()]
+            for layer in student.train_model.layers if layer.weights}
+
+
+def _load_float_weights(model: keras.Model, init: dict[str, list[np.ndarray]]) -> None:
+    renamed = {compression.FULL: EMBEDDING}   # the twin's bottleneck is the full W here
+    loaded = 0
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)    # a QAT annotation wraps the float layer
+        if isinstance(inner, compression.LowRankBlend):
+            continue   # shares the name 'bottleneck' with the twin's Dense; starts at alpha 1
+        weights = init.get(renamed.get(inner.name, inner.name))
+        if weights is None or not inner.weights:
+            continue
+        if [w.shape for w in weights] != [tuple(v.shape) for v in inner.weights]:
+            raise ValueError(f"float twin's layer {inner.name!r} has other shapes; "
+                             "is it the same architecture?")
+        inner.set_weights(weights)
+        loaded += 1
+    if loaded < len(init) - 1:   # every twin layer but at most the bottleneck W must map
+        raise ValueError(f"only {loaded} of the float twin's {len(init)} layers fit this student")
 
 
 def _model_name(cfg: StudentConfig) -> str:

@@ -27,6 +27,20 @@ class TrainResult:
     loss_mean: float        # mean training MSE over all steps, in the targets' own units
 
 
+def seed_everything(seed: int) -> None:
+    """Same config + seed -> same weights and row, in any process: Python, numpy and TF seeds
+    (weight initialisers included, so call this before building the student) and
+    deterministic TF kernels."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train_device() -> str:
+    """Where training runs: the first visible GPU's name, else 'CPU'."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return f"GPU ({gpus[0].name})" if gpus else "CPU"
+
+
 def set_threads(threads: int) -> None:
     """Pin TF's pools to the trial's CPUs (Ray does not). Only possible before TF starts."""
     try:
@@ -65,6 +79,16 @@ def target_scaling(targets: np.ndarray) -> tuple[np.ndarray, float]:
     return mean.astype(np.float32), scale
 
 
+def learning_rate(cfg: TrainConfig):
+    """A float, or cosine decay to 0 after a linear warm-up over the first 10% of steps."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    warmup = max(1, cfg.steps // 10)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, cfg.steps - warmup), warmup_target=cfg.learning_rate,
+        warmup_steps=warmup)
+
+
 def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> TrainResult:
     """Train student.train_model for cfg.steps on (inputs, targets).
 
@@ -73,10 +97,14 @@ def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) 
     """
     if len(inputs) < cfg.batch_size:
         raise ValueError(f"{len(inputs)} training crops is fewer than batch_size={cfg.batch_size}")
-    keras.utils.set_random_seed(cfg.seed)
     mean, scale = target_scaling(targets)
     model = student.train_model
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
+    projection = find_layer(model, PROJECTION)
+    kernel, bias = weight(projection, "kernel"), weight(projection, "bias")
+    if student.warm:   # a twin's projection predicts the targets: map it into scaled space
+        kernel.assign(kernel / scale)
+        bias.assign((bias - mean) / scale)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(cfg)), loss="mse")
     # Create Adam's slots now: otherwise the first step creates them inside the traced train
     # function, which tf.function then traces a second time (~3 s per trial, half the fixed
     # cost of a 40-step run).
@@ -86,8 +114,6 @@ def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) 
                         epochs=1, verbose=0,
                         callbacks=[*student.callbacks(cfg.steps), _StopOnNonFinite()])
     seconds = time.perf_counter() - start
-    projection = find_layer(model, PROJECTION)
-    kernel, bias = weight(projection, "kernel"), weight(projection, "bias")
     kernel.assign(kernel * scale)
     bias.assign(bias * scale + mean)
     return TrainResult(steps=cfg.steps, seconds=seconds, steps_per_second=cfg.steps / seconds,

@@ -16,26 +16,40 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_list(a) -> int:
     from sweep import grid
-    g = grid.load(a.grid)
-    for i, t in enumerate(g.trials(a.fidelity)):
-        print(f"{i:4d}  {t.trial_id}  {t.describe()}  steps={t.train.steps} "
-              f"batch={t.train.batch_size} lr={t.train.learning_rate:g} fidelity={t.fidelity}")
+    g = grid.load(a.grid, a.fidelity)
+    for i, (tid, t) in enumerate(zip(g.ids, g.trials)):
+        print(f"{i:4d}  {tid}  {t.describe()}  steps={t.train.steps} batch={t.train.batch_size} "
+              f"lr={t.train.learning_rate:g} init={'float_twin' if t.warm_start else 'scratch'} "
+              f"fidelity={g.sweep.fidelity}")
     return 0
 
 
 def cmd_trial(a) -> int:
+    from dataclasses import replace
+
     from sweep import grid, ledger
     from sweep.context import prepare
-    from sweep.trial import run_trial
-    g = grid.load(a.grid)
-    trials = g.trials(a.fidelity, threads=a.threads)
-    if not 0 <= a.index < len(trials):
-        raise ledger.SweepError(f"--index {a.index} is out of range: {a.grid} has {len(trials)} trials (0..{len(trials) - 1})")
-    t = trials[a.index]
+    from sweep.trial import load_float_weights, run_trial
+    g = grid.load(a.grid, a.fidelity)
+    if not 0 <= a.index < len(g.trials):
+        raise ledger.SweepError(f"--index {a.index} is out of range: {a.grid} has {len(g.trials)} trials (0..{len(g.trials) - 1})")
+    t = g.trials[a.index]
+    t = replace(t, train=replace(t.train, threads=a.threads))
     log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
-    ctx = prepare(t, log=log)
-    out = ledger.sweep_dir("debug") / "trials" / t.trial_id
-    row = run_trial(t, ctx, out, sweep="debug")
+    ctx = prepare(g.sweep, log=log)
+    trials = ledger.sweep_dir("debug") / "trials"
+    init = None
+    if t.warm_start:   # the float twin's weights, from its own debug run (run it if missing)
+        twin = t.twin()
+        weights = trials / twin.trial_id(g.sweep) / "float_weights.npz"
+        if not weights.exists():
+            log(f"running the float twin {twin.trial_id(g.sweep)} ({twin.describe()}) first")
+            if run_trial(twin, ctx, weights.parent, sweep="debug", keep_weights=True)["status"] != "OK":
+                raise ledger.SweepError(f"the float twin failed; see {weights.parent / 'error.txt'}")
+        init = load_float_weights(weights)
+    out = trials / t.trial_id(g.sweep)
+    row = run_trial(t, ctx, out, sweep="debug", init=init,
+                    keep_weights=not t.student.qat and t.student.compression == "none")
     if a.json:
         print(json.dumps(row, default=str))
     else:
@@ -47,10 +61,9 @@ def cmd_trial(a) -> int:
 
 def cmd_run(a) -> int:
     from sweep import grid, tune
-    g = grid.load(a.grid)
-    fidelity = a.fidelity or g.shared.get("fidelity", "local")
-    name = a.name or (g.name if fidelity == g.shared.get("fidelity", "local") else f"{g.name}-{fidelity}")
-    led = tune.run_sweep(g, name, fidelity, cpus_per_trial=a.cpus_per_trial,
+    g = grid.load(a.grid, a.fidelity)
+    name = a.name or g.default_name
+    led = tune.run_sweep(g, name, cpus_per_trial=a.cpus_per_trial,
                          memory_gb=a.memory_gb, storage=a.storage)
     return 1 if led.missing else 0
 

@@ -1,4 +1,5 @@
-"""TrialConfig: everything one trial needs, frozen; its id is derived from it."""
+"""The two frozen configs: SweepConfig (what every trial of a sweep shares) and TrialConfig
+(one student and its training). A trial's id is derived from both, never parsed."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,40 +8,88 @@ import json
 from dataclasses import dataclass
 
 from students.config import StudentConfig, TrainConfig
+from teacher.builtin import DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 
-# Fidelity presets: how hard each trial trains, and how big the distillation set is.
+# Fidelity presets: how hard each trial trains, and how big the distillation set is. The
+# evaluation set (probe clips, held-out crops) is NOT part of a preset: it stays the same
+# across fidelities so their numbers compare.
 #   smoke: seconds per trial, for tests and CI.
-#   local: the whole 144 grid on a 2-core laptop in under an hour (short training: the
-#          40 steps take about half of a trial; build, conversion and probes the rest).
-#   paper: FRILL's recipe for a cluster (TRILL layer19 targets, Adam 1e-4, batch 512).
+#   local: the whole 144 grid on a 2-core machine (see results/README.md for its time).
+#   paper: FRILL's recipe for a cluster (Adam 1e-4, batch 512, 50k steps).
 FIDELITIES: dict[str, dict] = {
-    "smoke": dict(steps=20, batch_size=16, learning_rate=1e-3, n_crops=320, n_eval_clips=120, latency_runs=50),
-    "local": dict(steps=40, batch_size=32, learning_rate=1e-3, n_crops=2400, n_eval_clips=1000, latency_runs=50),
-    "paper": dict(steps=50_000, batch_size=512, learning_rate=1e-4, n_crops=2400, n_eval_clips=1000,
-                  latency_runs=200),
+    "smoke": dict(steps=20, finetune_steps=10, batch_size=16, learning_rate=1e-3,
+                  lr_schedule="constant", init="float_twin", n_crops=320, latency_runs=50),
+    "local": dict(steps=40, finetune_steps=10, batch_size=32, learning_rate=1e-3,
+                  lr_schedule="constant", init="float_twin", n_crops=12000, latency_runs=50),
+    "paper": dict(steps=50_000, finetune_steps=50_000, batch_size=512, learning_rate=1e-4,
+                  lr_schedule="constant", init="scratch", n_crops=12000, latency_runs=200),
 }
+INITS = ("scratch", "float_twin")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 @dataclass(frozen=True)
-class TrialConfig:
-    student: StudentConfig
-    train: TrainConfig
+class SweepConfig:
+    """Teacher, corpus, distillation set, evaluation set and latency settings of a sweep."""
+
     teacher: str = "resemblyzer"
     corpus: str = "builtin"
     fidelity: str = "local"
-    n_crops: int = 2400
+    n_crops: int = FIDELITIES["local"]["n_crops"]   # training crops in the distillation set
+    n_heldout: int = HELDOUT_CROPS                   # held-out crops (built-in corpus)
+    n_eval_clips: int = DEFAULT_N_EVAL_CLIPS         # labelled probe clips, train + test
+    data_seed: int = 0                               # the corpus draw
     latency_threads: int = 1
     latency_runs: int = 50
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:
             raise ValueError(f"fidelity={self.fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
-        for name in ("n_crops", "latency_threads", "latency_runs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name in ("n_crops", "n_heldout", "n_eval_clips", "latency_threads", "latency_runs"):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ValueError(f"data_seed={self.data_seed!r} must be an integer >= 0")
+        if self.n_eval_clips < 4:
+            raise ValueError(f"n_eval_clips={self.n_eval_clips} must be >= 4 (train and test clips)")
         if not self.teacher or not self.corpus:
             raise ValueError("teacher and corpus must be non-empty strings")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One student and its training. init: 'scratch', or 'float_twin' = start from the trained
+    weights of the same architecture without QAT and compression (fine-tuning, the documented
+    QAT practice); a student that is its own float twin always trains from scratch."""
+
+    student: StudentConfig
+    train: TrainConfig              # the float twin's training; a warm start reuses its settings
+    init: str = "scratch"
+    finetune_steps: int = 10        # steps of a warm start (init float_twin, not its own twin)
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is not valid; choose one of {list(INITS)}")
+        _positive_int("finetune_steps", self.finetune_steps)
+
+    @property
+    def run_train(self) -> TrainConfig:
+        """The training this trial itself runs."""
+        return dataclasses.replace(self.train, steps=self.finetune_steps) if self.warm_start else self.train
+
+    @property
+    def warm_start(self) -> bool:
+        return self.init == "float_twin" and self.twin_student != self.student
+
+    @property
+    def twin_student(self) -> StudentConfig:
+        return dataclasses.replace(self.student, qat=False, compression="none")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,20 +99,28 @@ class TrialConfig:
         d = dict(d)
         return cls(student=StudentConfig(**d.pop("student")), train=TrainConfig(**d.pop("train")), **d)
 
-    @property
-    def trial_id(self) -> str:
+    def trial_id(self, sweep: SweepConfig) -> str:
         """Stable 12-hex id of everything that changes the result (not thread counts)."""
         d = self.as_dict()
         d["train"].pop("threads")
+        if not self.warm_start:   # a float twin trains the same way under either init
+            d["init"], d["finetune_steps"] = "scratch", 0
+        d["sweep"] = {k: v for k, v in sweep.as_dict().items() if k != "latency_threads"}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
-    def flat(self) -> dict:
+    def twin(self) -> "TrialConfig":
+        """The float twin's trial (same training) whose weights a warm start loads."""
+        return TrialConfig(student=self.twin_student, train=self.train)
+
+    def flat(self, sweep: SweepConfig) -> dict:
         """Config columns of the results row."""
-        d = self.student.as_dict() | self.train.as_dict()
+        d = self.student.as_dict() | self.run_train.as_dict()
         d.pop("threads")
-        return dict(trial_id=self.trial_id, **d, teacher=self.teacher, corpus=self.corpus,
-                    fidelity=self.fidelity)
+        return dict(trial_id=self.trial_id(sweep), **d,
+                    init="float_twin" if self.warm_start else "scratch",
+                    teacher=sweep.teacher, corpus=sweep.corpus, fidelity=sweep.fidelity,
+                    n_crops=sweep.n_crops)
 
     def describe(self) -> str:
         s = self.student

@@ -1,7 +1,8 @@
-"""What every trial of a sweep shares: the distillation set, eval tasks and teacher baselines.
+"""What every trial of a sweep shares, prepared once from its SweepConfig: the distillation
+set, its log-mel features, the evaluation tasks and their features, and the baselines.
 
-Built once per sweep (and cached beside the distillation set), then handed to each trial,
-so the teacher never runs inside a trial.
+Built in the driver (or by `python -m sweep trial`) and handed to each trial, so the teacher
+never runs inside a trial and no trial recomputes a feature.
 """
 from __future__ import annotations
 
@@ -12,52 +13,83 @@ from pathlib import Path
 
 import numpy as np
 
-from sweep.config import FIDELITIES, TrialConfig
+from sweep.config import SweepConfig
 from teacher import cache
+from teacher.audio import clip_to_crops
 from teacher.cache import DistillSet, EvalTask
 
 
 @dataclass(frozen=True)
 class SweepContext:
+    sweep: SweepConfig
     dset: DistillSet
+    features: np.ndarray         # float32 [N, 96, 64] log-mel of dset.crops (read-only map)
     tasks: tuple[EvalTask, ...]
-    baselines: dict     # teacher/log-mel probe accuracies and teacher latency (see _baselines)
+    eval_inputs: dict            # task name -> (log-mel of its clips' crops, crops per clip)
+    baselines: dict              # teacher/log-mel probe accuracies, R2 reference, teacher latency
 
 
-def prepare(trial: TrialConfig, log=print, embed: cache.EmbedFn | None = None) -> SweepContext:
-    """The context for every trial sharing this trial's teacher, corpus and fidelity.
-
-    embed: how teacher targets are computed if the set must be built (default: here).
-    """
-    teacher, latency_runs = trial.teacher, trial.latency_runs
-    dset, reused = cache.build_or_load(trial.corpus, teacher, n_crops=trial.n_crops,
-                                       n_eval_clips=FIDELITIES[trial.fidelity]["n_eval_clips"],
-                                       embed=embed)
-    log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {teacher}, "
+def prepare(sweep: SweepConfig, log=print, embed: cache.EmbedFn | None = None) -> SweepContext:
+    """embed: how teacher targets are computed if the set must be built (default: here)."""
+    dset, reused = cache.build_or_load(sweep.corpus, sweep.teacher, seed=sweep.data_seed,
+                                       n_crops=sweep.n_crops, n_eval_clips=sweep.n_eval_clips,
+                                       n_heldout=sweep.n_heldout, embed=embed)
+    log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {sweep.teacher}, "
         f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
     tasks = tuple(cache.load_eval_tasks(dset))
-    return SweepContext(dset=dset, tasks=tasks,
-                        baselines=_baselines(dset, tasks, teacher, latency_runs, log))
+    features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
+    eval_inputs, by_clips = {}, {}
+    for task in tasks:   # tasks labelling the same clips share one feature array
+        key = tuple(id(c) for c in task.clips)
+        if key not in by_clips:
+            counts = np.array([len(clip_to_crops(np.asarray(c))) for c in task.clips])
+            x = _cached(Path(dset.path) / "eval" / f"features-{task.name}.npy",
+                        lambda: _logmel(np.concatenate([clip_to_crops(np.asarray(c, np.float32))
+                                                        for c in task.clips])))
+            by_clips[key] = (x, counts)
+        eval_inputs[task.name] = by_clips[key]
+    return SweepContext(sweep=sweep, dset=dset, features=features, tasks=tasks,
+                        eval_inputs=eval_inputs,
+                        baselines=_baselines(dset, tasks, sweep, log))
 
 
-def _baselines(dset: DistillSet, tasks, teacher_spec: str, latency_runs: int, log) -> dict:
-    """Teacher and log-mel probe accuracy on the same splits, and teacher latency; cached."""
+def _logmel(crops: np.ndarray) -> np.ndarray:
+    from students.frontend import features
+    out = []
+    for start in range(0, len(crops), 2048):   # bounded memory for large sets
+        out.append(features(np.asarray(crops[start:start + 2048], np.float32)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def _cached(path: Path, compute) -> np.ndarray:
+    """An array computed once per distillation set and kept beside it (read-only map)."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, compute())
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
+    """Teacher and log-mel probe accuracies (with intervals) on the same splits, the R2
+    reference, and the teacher's latency and TFLite size; cached beside the set."""
     from students import evaluate, measure
     path = Path(dset.path) / f"baselines-{evaluate.PROBE_VERSION}.json"
     if path.exists():
         return json.loads(path.read_text())
     from teacher.teachers import get_teacher
 
-    t = get_teacher(teacher_spec)
-    out: dict = {}
+    t = get_teacher(sweep.teacher)
+    held = np.asarray(dset.heldout, bool)
+    out: dict = {"heldout_mse_of_train_mean": evaluate.mse_of_mean(dset.targets[~held],
+                                                                   dset.targets[held])}
     for who, fn in (("teacher", t.embed), ("logmel", evaluate.logmel_embed)):
-        accs = evaluate.probe_accuracies(fn, list(tasks))
-        out.update({f"{who}_probe_acc_{name}": a for name, a in accs.items()})
-        out[f"{who}_probe_acc_mean"] = float(np.mean(list(accs.values())))
-    lat, how = measure.teacher_latency(t, runs=latency_runs, cache_dir=Path(dset.path))
+        out.update(evaluate.probe_columns(fn, list(tasks), prefix=f"{who}_"))
+    lat, how, size = measure.teacher_latency(t, runs=sweep.latency_runs, cache_dir=Path(dset.path))
     out.update(teacher_latency_ms_p50=lat.p50_ms, teacher_latency_ms_p90=lat.p90_ms,
-               teacher_latency_how=how)
-    tmp = path.with_suffix(".tmp")
+               teacher_latency_how=how, teacher_tflite_bytes=size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, path)
     log("baselines: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"

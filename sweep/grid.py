@@ -9,14 +9,14 @@ from pathlib import Path
 import yaml
 
 from students.config import StudentConfig, TrainConfig
-from sweep.config import FIDELITIES, TrialConfig
+from sweep.config import FIDELITIES, INITS, SweepConfig, TrialConfig
 from teacher.errors import FrillError
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 STUDENT_KEYS = {f.name for f in dataclasses.fields(StudentConfig)}
-TRAIN_KEYS = {"steps", "batch_size", "learning_rate", "seed"}
-SWEEP_KEYS = {"teacher", "corpus", "fidelity", "n_crops", "latency_threads", "latency_runs"}
-AXIS_KEYS = STUDENT_KEYS | {"seed", "learning_rate"}
+TRAIN_KEYS = {"steps", "finetune_steps", "batch_size", "learning_rate", "lr_schedule", "seed", "init"}
+SWEEP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)}
+AXIS_KEYS = STUDENT_KEYS | {"seed", "learning_rate", "lr_schedule", "init"}
 
 
 class GridError(FrillError):
@@ -25,13 +25,22 @@ class GridError(FrillError):
 
 @dataclass(frozen=True)
 class Grid:
+    """A grid file expanded once, at one fidelity: the sweep's settings and its trials."""
+
     name: str
     path: Path
-    shared: dict
-    axes: dict
+    sweep: SweepConfig
+    trials: tuple[TrialConfig, ...]
+    file_fidelity: str      # the file's own preset (sweep.fidelity may override it)
 
-    def trials(self, fidelity: str | None = None, threads: int = 1) -> list[TrialConfig]:
-        return expand(self, fidelity, threads)
+    @property
+    def default_name(self) -> str:
+        same = self.sweep.fidelity == self.file_fidelity
+        return self.name if same else f"{self.name}-{self.sweep.fidelity}"
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.trial_id(self.sweep) for t in self.trials]
 
 
 def resolve(grid: str | Path) -> Path:
@@ -42,7 +51,8 @@ def resolve(grid: str | Path) -> Path:
     return GRIDS_DIR / f"{grid}.yaml"
 
 
-def load(grid: str | Path) -> Grid:
+def load(grid: str | Path, fidelity: str | None = None) -> Grid:
+    """Read, validate and expand a grid file (fidelity: override the file's preset)."""
     path = resolve(grid)
     if not path.is_file():
         known = sorted(q.stem for q in GRIDS_DIR.glob("*.yaml"))
@@ -69,9 +79,19 @@ def load(grid: str | Path) -> Grid:
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise GridError(f"{path}: name {name!r} must be letters, digits, '-' or '_'")
-    grid = Grid(name=name, path=path, shared=shared, axes=axes)
-    expand(grid)  # validate every trial before anything launches
-    return grid
+    file_fidelity = shared.get("fidelity", "local")
+    fidelity = fidelity or file_fidelity
+    if fidelity not in FIDELITIES:
+        raise GridError(f"{path}: fidelity {fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
+    preset = FIDELITIES[fidelity]
+    try:
+        sweep = SweepConfig(**{**{k: preset[k] for k in SWEEP_KEYS if k in preset},
+                               **{k: v for k, v in shared.items() if k in SWEEP_KEYS},
+                               "fidelity": fidelity})
+    except (ValueError, TypeError) as e:
+        raise GridError(f"{path}: shared settings: {e}") from None
+    return Grid(name=name, path=path, sweep=sweep, trials=_expand(path, shared, axes, preset, sweep),
+                file_fidelity=file_fidelity)
 
 
 def _check_keys(path: Path, where: str, d: dict, allowed: set) -> None:
@@ -80,34 +100,35 @@ def _check_keys(path: Path, where: str, d: dict, allowed: set) -> None:
         raise GridError(f"{path}: unknown key(s) {unknown} in {where}; allowed: {sorted(allowed)}")
 
 
-def expand(grid: Grid, fidelity: str | None = None, threads: int = 1) -> list[TrialConfig]:
+def _expand(path: Path, shared: dict, axes: dict, preset: dict,
+            sweep: SweepConfig) -> tuple[TrialConfig, ...]:
     """Cartesian product of the axes over the shared settings, in file order."""
-    fidelity = fidelity or grid.shared.get("fidelity", "local")
-    if fidelity not in FIDELITIES:
-        raise GridError(f"{grid.path}: fidelity {fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
-    preset = FIDELITIES[fidelity]
     trials, seen = [], {}
-    keys = list(grid.axes)
-    for values in itertools.product(*grid.axes.values()):
-        s = {**grid.shared, **dict(zip(keys, values))}
+    keys = list(axes)
+    for values in itertools.product(*axes.values()):
+        s = {**shared, **dict(zip(keys, values))}
+        get = lambda k: s.get(k, preset.get(k))  # noqa: E731 - grid setting, else the preset
         try:
             student = StudentConfig(**{k: v for k, v in s.items() if k in STUDENT_KEYS})
-            train = TrainConfig(
-                steps=s.get("steps", preset["steps"]),
-                batch_size=s.get("batch_size", preset["batch_size"]),
-                learning_rate=s.get("learning_rate", preset["learning_rate"]),
-                seed=s.get("seed", 0), threads=threads)
-            trial = TrialConfig(
-                student=student, train=train, fidelity=fidelity,
-                teacher=s.get("teacher", "resemblyzer"), corpus=str(s.get("corpus", "builtin")),
-                n_crops=s.get("n_crops", preset["n_crops"]),
-                latency_threads=s.get("latency_threads", 1),
-                latency_runs=s.get("latency_runs", preset["latency_runs"]))
+            init = s.get("init", preset.get("init", "scratch"))
+            if init not in INITS:
+                raise ValueError(f"init={init!r} is not valid; choose one of {list(INITS)}")
+            train = TrainConfig(steps=get("steps"), batch_size=get("batch_size"),
+                                learning_rate=get("learning_rate"),
+                                lr_schedule=get("lr_schedule"), seed=s.get("seed", 0))
+            trial = TrialConfig(student=student, train=train, init=init,
+                                finetune_steps=get("finetune_steps"))
         except (ValueError, TypeError) as e:
-            raise GridError(f"{grid.path}: trial {dict(zip(keys, values))}: {e}") from None
-        if trial.trial_id in seen:
-            raise GridError(f"{grid.path}: duplicate trial {trial.describe()} "
-                            f"(values {dict(zip(keys, values))} repeat {seen[trial.trial_id]})")
-        seen[trial.trial_id] = dict(zip(keys, values))
+            raise GridError(f"{path}: trial {dict(zip(keys, values))}: {e}") from None
+        tid = trial.trial_id(sweep)
+        if tid in seen:
+            raise GridError(f"{path}: duplicate trial {trial.describe()} "
+                            f"(values {dict(zip(keys, values))} repeat {seen[tid]})")
+        seen[tid] = dict(zip(keys, values))
         trials.append(trial)
-    return trials
+    missing = sorted({t.describe() for t in trials if t.warm_start and t.twin().trial_id(sweep) not in seen})
+    if missing:
+        raise GridError(f"{path}: init float_twin needs each student's float twin (qat false, "
+                        f"compression none) in the grid; missing for {missing[:3]}; add those "
+                        "values to the axes or set init: scratch")
+    return tuple(trials)

@@ -58,21 +58,26 @@ def _predict(student, x: np.ndarray) -> np.ndarray:
 
 
 def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
-              attempt: int = 1) -> dict:
-    """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row."""
+              attempt: int = 1, init: dict | None = None, keep_weights: bool = False) -> dict:
+    """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row.
+
+    init: the float twin's trained weights (float_weights.npz of its trial folder) when
+    cfg.warm_start. keep_weights: also write float_weights.npz (for this student's twins)."""
     entered = time.perf_counter()   # setup = imports (TF start in a fresh process) + provenance
     import tf_keras as keras
 
     from students import evaluate, export, measure
-    from students.frontend import features
-    from students.model import build_student, projection_weights, recalibrate_batchnorm
-    from students.train import distill, set_threads
+    from students.model import build_student, float_weights, projection_weights, recalibrate_batchnorm
+    from students.train import distill, seed_everything, set_threads, train_device
 
+    sc, s = ctx.sweep, cfg.student
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", dict(trial_id=cfg.trial_id, sweep=sweep, config=cfg.as_dict()))
-    row = dict(cfg.flat(), sweep=sweep, attempt=attempt, status="ERROR", error_class="",
-               error_message="", started_at=_now(), **provenance())
+    write_json(out_dir / "config.json", dict(trial_id=cfg.trial_id(sc), sweep=sweep,
+                                             config=cfg.as_dict(), sweep_config=sc.as_dict()))
+    row = dict(cfg.flat(sc), init_from=cfg.twin().trial_id(sc) if cfg.warm_start else "",
+               sweep=sweep, attempt=attempt, status="ERROR", error_class="", error_message="",
+               started_at=_now(), **provenance())
     seconds = {f"seconds_{s}": 0.0 for s in STAGES}
     seconds["seconds_setup"] = time.perf_counter() - entered
     stage = "setup"
@@ -85,27 +90,34 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
         seconds[f"seconds_{name}"] += time.perf_counter() - t0
 
     try:
-        set_threads(cfg.train.threads)
-        dset, s = ctx.dset, cfg.student
+        if cfg.warm_start and init is None:
+            raise ValueError(f"init float_twin: no weights given for the float twin "
+                             f"{row['init_from']}; run it first")
+        set_threads(cfg.run_train.threads)
+        row["train_device"] = train_device()
+        dset, b = ctx.dset, ctx.baselines
         with timed("build"):
-            inputs = dset.crops if s.frontend else features(dset.crops)
+            inputs = dset.crops if s.frontend else ctx.features
             held = np.asarray(dset.heldout, bool)
             x_tr, y_tr, x_ho, y_ho = inputs[~held], dset.targets[~held], inputs[held], dset.targets[held]
-            student = build_student(s, teacher_dim=dset.targets.shape[1])
+            seed_everything(cfg.train.seed)   # before the build: initialisers draw from it
+            student = build_student(s, teacher_dim=dset.targets.shape[1],
+                                    init=init if cfg.warm_start else None)
             row["keras_distill_mse_heldout_untrained"] = _mse(_predict(student, x_ho), y_ho)
         with timed("train"):
-            tr = distill(student, x_tr, y_tr, cfg.train)
+            tr = distill(student, x_tr, y_tr, cfg.run_train)
             # Short runs leave BN's running statistics near their initial values.
             recalibrate_batchnorm(student, x_tr[:256], batch_size=256)
             row.update(train_steps_per_second=tr.steps_per_second, train_loss_mean=tr.loss_mean)
             row["keras_distill_mse_heldout"] = _mse(_predict(student, x_ho), y_ho)
+            if keep_weights:
+                np.savez(out_dir / "float_weights.npz", **_flatten(float_weights(student)))
         with timed("export"):
             ex = export.export_tflite(student, out_dir / "model.tflite", representative=x_tr[:128])
             row["export_cosine"] = export.check_export(student, ex.path, x_ho[:64])
             row["tflite_conversion_seconds"] = ex.seconds
         with timed("measure"):
-            lat = measure.latency(ex.path, threads=cfg.latency_threads, runs=cfg.latency_runs)
-            b = ctx.baselines
+            lat = measure.latency(ex.path, threads=sc.latency_threads, runs=sc.latency_runs)
             row.update(tflite_bytes=measure.tflite_bytes(ex.path),
                        params=measure.count_params(student.embed_model),
                        macs_per_patch=measure.count_macs(ex.path),
@@ -113,19 +125,18 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
                        latency_threads=lat.threads, latency_runs=lat.runs, runtime=lat.runtime,
                        teacher_latency_ms_p50=b["teacher_latency_ms_p50"],
                        teacher_latency_ms_p90=b["teacher_latency_ms_p90"],
+                       teacher_tflite_bytes=b.get("teacher_tflite_bytes"),
                        speedup_vs_teacher=b["teacher_latency_ms_p50"] / lat.p50_ms)
         with timed("evaluate"):
             embedder = evaluate.TFLiteEmbedder(ex.path)
             mse, cos = evaluate.distill_quality(embedder, projection_weights(student), x_ho, y_ho)
-            row.update(distill_mse_heldout=mse, distill_cosine_heldout=cos)
-            embed_crops = embedder if s.frontend else (lambda crops: embedder(features(crops)))
-            accs = evaluate.probe_accuracies(embed_crops, ctx.tasks)
-            row.update({f"probe_acc_{name}": a for name, a in accs.items()})
-            mean_acc = float(np.mean(list(accs.values())))
-            row.update(probe_acc_mean=mean_acc,
-                       teacher_probe_acc_mean=b["teacher_probe_acc_mean"],
-                       logmel_probe_acc_mean=b["logmel_probe_acc_mean"],
-                       quality_retained=mean_acc / b["teacher_probe_acc_mean"])
+            row.update(distill_mse_heldout=mse, distill_cosine_heldout=cos,
+                       distill_r2_heldout=1 - mse / b["heldout_mse_of_train_mean"])
+            row.update(evaluate.probe_columns(embedder, ctx.tasks, inputs=None if s.frontend
+                                              else ctx.eval_inputs))
+            row.update({k: v for k, v in b.items()
+                        if k.startswith(("teacher_probe_acc_mean", "logmel_probe_acc_mean"))},
+                       quality_retained=row["probe_acc_mean"] / b["teacher_probe_acc_mean"])
         bad = sorted(k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v))
         if bad:
             raise FloatingPointError(f"non-finite metrics: {bad}")
@@ -139,3 +150,16 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
     row.update(seconds, seconds_total=time.perf_counter() - entered, ended_at=_now())
     write_json(out_dir / "row.json", row)
     return row
+
+
+def _flatten(weights: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {f"{name}:{i}": w for name, ws in weights.items() for i, w in enumerate(ws)}
+
+
+def load_float_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """float_weights.npz of a trial folder -> layer name -> weights in order."""
+    out: dict[str, list[np.ndarray]] = {}
+    with np.load(path) as z:
+        for key in sorted(z.files, key=lambda k: (k.rpartition(":")[0], int(k.rpartition(":")[2]))):
+            out.setdefault(key.rpartition(":")[0], []).append(z[key])
+    return out

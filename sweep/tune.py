@@ -22,17 +22,18 @@ from ray import tune
 
 from results.table import expected_ids as table_expected
 from sweep import ledger as L
-from sweep.config import TrialConfig
+from sweep.config import SweepConfig, TrialConfig
 from sweep.context import SweepContext, prepare
 from sweep.grid import Grid
-from sweep.trial import run_trial, write_json
+from sweep.trial import load_float_weights, run_trial, write_json
 
 
-def _trainable(config: dict, ctx: SweepContext) -> None:
+def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
     config = config["job"]
     cfg = TrialConfig.from_dict(config["trial"])
-    out = Path(tempfile.mkdtemp(prefix=f"trial-{cfg.trial_id}-"))
-    row = run_trial(cfg, ctx, out, sweep=config["sweep"], attempt=config["attempt"])
+    out = Path(tempfile.mkdtemp(prefix=f"trial-{config['trial_id']}-"))
+    row = run_trial(cfg, ctx, out, sweep=config["sweep"], attempt=config["attempt"],
+                    init=inits.get(config["init_from"]), keep_weights=config["keep_weights"])
     row["ray_node_id"] = ray.get_runtime_context().get_node_id()
     write_json(out / "row.json", row)
     # The folder travels to the driver through Tune's storage (shared storage_path on a
@@ -64,8 +65,8 @@ def _fmt(seconds: float) -> str:
 class Recorder(tune.Callback):
     """Driver side: lands each trial folder atomically, rebuilds the table, prints progress."""
 
-    def __init__(self, sdir: Path, total: int, already: int, log=print):
-        self.sdir, self.total, self.log = sdir, total, log
+    def __init__(self, sdir: Path, sweep_cfg, total: int, already: int, log=print):
+        self.sdir, self.sweep_cfg, self.total, self.log = sdir, sweep_cfg, total, log
         self.done = already
         self.errors = 0
         self.ran = 0
@@ -74,7 +75,7 @@ class Recorder(tune.Callback):
 
     def _land(self, trial, fill) -> None:
         """fill(tmp) writes a trial folder; it then replaces trials/<id> in one rename."""
-        tid = TrialConfig.from_dict(trial.config["job"]["trial"]).trial_id
+        tid = trial.config["job"]["trial_id"]
         dest = self.sdir / "trials" / tid
         tmp = dest.with_name(f".{tid}.landing")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -98,7 +99,7 @@ class Recorder(tune.Callback):
         cfg = TrialConfig.from_dict(job["trial"])
         err = getattr(trial, "error_file", None)
         msg = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).exists() else "trial process failed"
-        row = dict(cfg.flat(), sweep=job["sweep"], attempt=job["attempt"], status="ERROR",
+        row = dict(cfg.flat(self.sweep_cfg), sweep=job["sweep"], attempt=job["attempt"], status="ERROR",
                    error_class="TrialCrashed", error_message=msg[:500])
 
         def fill(tmp: Path) -> None:
@@ -126,14 +127,14 @@ def _write_table(sdir: Path) -> None:
     results.write_table(results.rebuild(sdir), sdir)
 
 
-def start_sweep(grid: Grid, name: str, fidelity: str, command: str,
+def start_sweep(grid: Grid, name: str, command: str,
                 indices: list[int] | None = None) -> tuple[Path, list[TrialConfig]]:
     """Create or reopen the sweep folder; refuse a name that holds a different grid."""
-    trials = grid.trials(fidelity)
+    trials = list(grid.trials)
     if indices is not None:
         trials = [trials[i] for i in indices]
     sdir = L.sweep_dir(name)
-    ids = [t.trial_id for t in trials]
+    ids = [t.trial_id(grid.sweep) for t in trials]
     meta_path = sdir / "sweep.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -143,24 +144,26 @@ def start_sweep(grid: Grid, name: str, fidelity: str, command: str,
     else:
         sdir.mkdir(parents=True, exist_ok=True)
         write_json(meta_path, dict(
-            name=name, grid=grid.name, grid_path=str(grid.path), fidelity=fidelity,
-            expected_trial_ids=ids, trials={t.trial_id: t.describe() for t in trials},
+            name=name, grid=grid.name, grid_path=str(grid.path), fidelity=grid.sweep.fidelity,
+            sweep_config=grid.sweep.as_dict(), expected_trial_ids=ids,
+            trials={i: t.describe() for i, t in zip(ids, trials)},
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command))
     return sdir, trials
 
 
-def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
+def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1,
               memory_gb: float = 2.0, storage: str | None = None, indices: list[int] | None = None,
               log=print) -> L.Ledger:
-    command = f"python -m sweep run --grid {grid.path} --name {name} --fidelity {fidelity}"
-    sdir, trials = start_sweep(grid, name, fidelity, command, indices)
+    command = (f"python -m sweep run --grid {grid.path} --name {name} "
+               f"--fidelity {grid.sweep.fidelity}")
+    sdir, trials = start_sweep(grid, name, command, indices)
     before = L.ledger(sdir)
-    by_id = {t.trial_id: t for t in trials}
+    by_id = {t.trial_id(grid.sweep): t for t in trials}
     rows = L.read_rows(sdir)
     pending = [by_id[t] for t in before.pending]
     log(f"[{name}] {before.line()}; running {len(pending)}")
     if pending:
-        _tune(pending, rows, sdir, name, cpus_per_trial, memory_gb, storage, len(trials),
+        _tune(grid.sweep, trials, pending, rows, sdir, name, cpus_per_trial, memory_gb, storage,
               len(trials) - len(pending), log)
     _write_table(sdir)
     after = L.ledger(sdir)
@@ -176,8 +179,8 @@ def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
     return after
 
 
-def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, log) -> None:
-    first = pending[0]
+def _tune(sc: SweepConfig, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
+          already, log) -> None:
     address = os.environ.get("RAY_ADDRESS")
     ray.init(address=address or None, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False, ignore_reinit_error=True)
@@ -188,32 +191,48 @@ def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, l
         if nodes > 1:
             log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
                 "as Ray tasks across them")
-        ctx = prepare(first, log=log, embed=_embed_on_cluster if nodes > 1 else None)
+        ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None)
         slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
-        configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(), sweep=name,
-                        attempt=int(rows.get(t.trial_id, {}).get("attempt", 0)) + 1) for t in pending]
         storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
-        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
-                                        {"cpu": cpus, "memory": int(memory_gb * 2**30)})
-        # Tune's default console output (experiment banner, tables) would bury our progress
-        # line; its legacy reporter at verbose=0 prints nothing.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"job": tune.grid_search(configs)},
-            # A fresh process per trial (~4 s of TF start): reused actors grew by ~50 MB a
-            # trial (tf.data copies, allocator) until Ray's OOM killer struck at 10 GB.
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=False),
-            run_config=tune.RunConfig(
-                name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[Recorder(sdir, total, already, log)]))
-        log(f"[{name}] {len(pending)} trials on Ray ({slots} at a time, {cpus} CPU each), storage {storage}")
-        try:
-            tuner.fit()
-        except Exception as e:  # noqa: BLE001 - e.g. Tune cannot handle an OOM-killed worker
-            # The landed trial folders are the ledger: report, and let the caller say resume.
-            msg = (str(e).strip().splitlines() or [""])[0][:300]
-            log(f"[{name}] Ray Tune stopped early ({type(e).__name__}: {msg})")
+        twins = {t.twin().trial_id(sc) for t in trials if t.warm_start}
+        recorder = Recorder(sdir, sc, len(trials), already, log)
+        # Two phases: students that train from scratch, then those warm-started from their
+        # float twin's landed weights (a twin that failed fails its warm starts, one line each).
+        for phase in ([t for t in pending if not t.warm_start], [t for t in pending if t.warm_start]):
+            if not phase:
+                continue
+            need = {t.twin().trial_id(sc) for t in phase if t.warm_start}
+            inits = {tid: load_float_weights(p) for tid in need
+                     if (p := sdir / "trials" / tid / "float_weights.npz").exists()}
+            configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(),
+                            trial_id=t.trial_id(sc), sweep=name,
+                            init_from=t.twin().trial_id(sc) if t.warm_start else "",
+                            keep_weights=t.trial_id(sc) in twins,
+                            attempt=int(rows.get(t.trial_id(sc), {}).get("attempt", 0)) + 1)
+                       for t in phase]
+            trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx, inits=inits),
+                                            {"cpu": cpus, "memory": int(memory_gb * 2**30)})
+            # Tune's default console output (experiment banner, tables) would bury our
+            # progress line; its legacy reporter at verbose=0 prints nothing.
+            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"job": tune.grid_search(configs)},
+                # A fresh process per trial (~4 s of TF start): reused actors grew by ~50 MB a
+                # trial (tf.data copies, allocator) until Ray's OOM killer struck at 10 GB.
+                tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=slots,
+                                            reuse_actors=False),
+                run_config=tune.RunConfig(
+                    name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0), callbacks=[recorder]))
+            log(f"[{name}] {len(phase)} trials on Ray ({slots} at a time, {cpus} CPU each), "
+                f"storage {storage}")
+            try:
+                tuner.fit()
+            except Exception as e:  # noqa: BLE001 - e.g. Tune cannot handle an OOM-killed worker
+                # The landed trial folders are the ledger: report, and let the caller say resume.
+                msg = (str(e).strip().splitlines() or [""])[0][:300]
+                log(f"[{name}] Ray Tune stopped early ({type(e).__name__}: {msg})")
+                return
     finally:
         ray.shutdown()

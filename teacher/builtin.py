@@ -24,7 +24,7 @@ import numpy as np
 from teacher.audio import CROP_SAMPLES, clip_to_crops, resample, trim_silence
 from teacher.errors import CorpusError
 
-VERSION = 1  # bump when synthesis changes: it is part of the cache key
+VERSION = 2  # bump when synthesis changes: it is part of the cache key
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "pl", "ru", "nl", "tr")
 # espeak-ng voice variants (voices/!v); duplicates that render identically were dropped.
 VARIANTS = (
@@ -43,7 +43,8 @@ GAIN_DB = (-12.0, 0.0)      # level is a nuisance the embedding should not hinge
 NOISE_DBFS = (-70.0, -50.0)
 DISTILL_GROUPS = (2, 4)     # number groups per utterance: ~1.5-4 s, 1-3 crops
 EVAL_GROUPS = (2, 4)        # eval clips: several patches each, so clip means are stable
-HELDOUT_FRACTION = 0.1
+HELDOUT_FRACTION = 0.1     # of a user corpus's files (teacher/corpus.py)
+HELDOUT_CROPS = 400        # built-in held-out crops: a fixed set, whatever n_crops is
 DEFAULT_N_CROPS = 2400
 DEFAULT_N_EVAL_CLIPS = 1000
 WORKERS = 2                 # espeak runs in subprocesses; the machines have 2 cores

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
-from teacher.builtin import DEFAULT_N_CROPS, DEFAULT_N_EVAL_CLIPS
+from teacher.builtin import DEFAULT_N_CROPS, DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 from teacher.corpus import Corpus, EvalTask, check_corpus, corpus_identity, load_corpus
 from teacher.errors import CacheError, CorpusError, FrillError, TeacherError
 from teacher.teachers import (RESEMBLYZER_REBUILD, Teacher, get_teacher,
                               resemblyzer_weights_path, resolve_spec, split_spec)
 
 log = logging.getLogger("teacher")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
 __all__ = ["DistillSet", "EvalTask", "build_or_load", "load_eval_tasks", "load_distill_set",
@@ -76,10 +76,10 @@ def teacher_identity(spec: str) -> dict:
 
 
 def cache_key(corpus: str, teacher: str, seed: int, n_crops: int,
-              n_eval_clips: int) -> tuple[str, dict]:
+              n_eval_clips: int, n_heldout: int = HELDOUT_CROPS) -> tuple[str, dict]:
     identity = {"version": CACHE_VERSION, "corpus": corpus_identity(corpus),
                 "teacher": teacher_identity(teacher), "seed": seed, "n_crops": n_crops,
-                "n_eval_clips": n_eval_clips,
+                "n_eval_clips": n_eval_clips, "n_heldout": n_heldout,
                 "crop": {"sample_rate": SAMPLE_RATE, "crop_samples": CROP_SAMPLES}}
     blob = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16], identity
@@ -247,12 +247,13 @@ def _manifest(key: str, corpus: str, teacher: str, seed: int, model: Teacher, da
 
 
 def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int,
-           key: str, identity: dict, final: Path, embed: EmbedFn | None) -> bool:
+           n_heldout: int, key: str, identity: dict, final: Path, embed: EmbedFn | None) -> bool:
     t0 = time.perf_counter()
     check_corpus(corpus)
     model = get_teacher(teacher)  # before synthesis: a bad or unreachable teacher fails fast
     t_corpus = time.perf_counter()
-    data = load_corpus(corpus, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips)
+    data = load_corpus(corpus, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips,
+                       n_heldout=n_heldout)
     corpus_seconds = time.perf_counter() - t_corpus
     targets, calls, teacher_seconds = _embed(model, teacher, data.crops, embed)
     seconds = {"corpus": corpus_seconds, "teacher": teacher_seconds,
@@ -268,7 +269,7 @@ def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int
 
 def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed: int = 0,
                   n_crops: int | None = None, cache_dir: str | Path | None = None,
-                  n_eval_clips: int | None = None,
+                  n_eval_clips: int | None = None, n_heldout: int = HELDOUT_CROPS,
                   embed: EmbedFn | None = None) -> tuple[DistillSet, bool]:
     """Return the distillation set for these settings and whether it was reused from the cache.
 
@@ -280,7 +281,7 @@ def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed
     if n_crops < 2 or n_eval_clips < 4:
         raise CorpusError(f"need --n-crops >= 2 (got {n_crops}) and n_eval_clips >= 4 "
                           f"(got {n_eval_clips}): one crop to train on and one held out")
-    key, identity = cache_key(corpus, teacher, seed, n_crops, n_eval_clips)
+    key, identity = cache_key(corpus, teacher, seed, n_crops, n_eval_clips, n_heldout)
     root = cache_root(cache_dir)
     final = _set_dir(root, corpus, teacher, seed, key)
     if _is_complete(final):
@@ -290,7 +291,8 @@ def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(final)
         log.info("building distillation set %s (corpus %s, teacher %s)", final, corpus, teacher)
-        built = _build(corpus, teacher, seed, n_crops, n_eval_clips, key, identity, final, embed)
+        built = _build(corpus, teacher, seed, n_crops, n_eval_clips, n_heldout, key, identity,
+                       final, embed)
     except FrillError:
         raise
     except OSError as exc:

@@ -230,17 +230,20 @@ def user_corpus(spec: str, *, seed: int, n_crops: int | None, n_eval_clips: int 
     return Corpus(crops, heldout, sources, tasks, info)
 
 
-def builtin_corpus(*, seed: int, n_crops: int | None, n_eval_clips: int | None) -> Corpus:
+def builtin_corpus(*, seed: int, n_crops: int | None, n_eval_clips: int | None,
+                   n_heldout: int | None = None) -> Corpus:
     n = n_crops or builtin.DEFAULT_N_CROPS
     n_eval = n_eval_clips or builtin.DEFAULT_N_EVAL_CLIPS
     if n < 2 or n_eval < 4:
         raise CorpusError("the built-in corpus needs --n-crops >= 2 and >= 4 evaluation clips")
     planner = builtin.Planner(seed)
-    n_held = max(1, round(builtin.HELDOUT_FRACTION * n))
-    train, train_src = builtin.distill_crops(planner, "distill", n - n_held)
-    held, held_src = builtin.distill_crops(planner, "heldout", n_held)
+    # Evaluation parts are drawn first, from the same seeded stream: the probe clips and the
+    # held-out crops are then the same whatever the distillation-set size, so numbers
+    # compare across set sizes and fidelities.
     tr_clips, tr_utts = builtin.eval_clips(planner, "probe_train", n_eval // 2)
     te_clips, te_utts = builtin.eval_clips(planner, "probe_test", n_eval - n_eval // 2)
+    held, held_src = builtin.distill_crops(planner, "heldout", n_heldout or builtin.HELDOUT_CROPS)
+    train, train_src = builtin.distill_crops(planner, "distill", n)
     clips, utts = tr_clips + te_clips, tr_utts + te_utts
     is_test = np.arange(len(clips)) >= len(tr_clips)
     tasks = [EvalTask("language", clips, np.array([u.language for u in utts], dtype=str), is_test),
@@ -248,7 +251,7 @@ def builtin_corpus(*, seed: int, n_crops: int | None, n_eval_clips: int | None) 
     info = {"kind": "builtin", "espeak": builtin.espeak_version(),
             "variants": {k: list(v) for k, v in planner.variants.items()},
             "eval_sources": [u.source() for u in utts]}
-    return Corpus(np.concatenate([train, held]), np.arange(n) >= n - n_held,
+    return Corpus(np.concatenate([train, held]), np.arange(n + len(held)) >= n,
                   train_src + held_src, tasks, info)
 
 
@@ -259,10 +262,13 @@ def check_corpus(spec: str) -> None:
 
 
 def load_corpus(spec: str, *, seed: int = 0, n_crops: int | None = None,
-                n_eval_clips: int | None = None) -> Corpus:
-    """Build the corpus a spec names ('builtin', a folder, or a CSV manifest)."""
+                n_eval_clips: int | None = None, n_heldout: int | None = None) -> Corpus:
+    """Build the corpus a spec names ('builtin', a folder, or a CSV manifest).
+
+    n_heldout: held-out crops of the built-in corpus (a user corpus holds out files)."""
     if n_crops is not None and n_crops < 2:
         raise CorpusError(f"n_crops must be at least 2 (got {n_crops})")
     if _kind(spec) == "builtin":
-        return builtin_corpus(seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips)
+        return builtin_corpus(seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips,
+                              n_heldout=n_heldout)
     return user_corpus(spec, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips)

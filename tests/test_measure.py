@@ -119,7 +119,8 @@ class FakeTeacher:
 
 
 def test_teacher_latency_tflite_and_cached(tmp_path, monkeypatch):
-    lat, how = measure.teacher_latency(FakeTeacher("fake/teacher"), runs=50, warmup=2, cache_dir=tmp_path)
+    lat, how, size = measure.teacher_latency(FakeTeacher("fake/teacher"), runs=50, warmup=2, cache_dir=tmp_path)
+    assert size and size > 0
     assert how == "tflite" and lat.runtime.startswith("litert ") and 0 < lat.p50_ms <= lat.p90_ms
     assert [p.name for p in tmp_path.iterdir()] == ["teacher-fake_teacher.tflite"]
     monkeypatch.setattr(measure, "_convert_teacher", lambda *a: pytest.fail("converted twice"))
@@ -127,7 +128,7 @@ def test_teacher_latency_tflite_and_cached(tmp_path, monkeypatch):
 
 
 def test_teacher_latency_falls_back_to_tf_function(tmp_path):
-    lat, how = measure.teacher_latency(FakeTeacher("flex", convertible=False), runs=50, warmup=2,
+    lat, how, _ = measure.teacher_latency(FakeTeacher("flex", convertible=False), runs=50, warmup=2,
                                        cache_dir=tmp_path)
     assert how == "tf-function" and lat.runtime.startswith("tensorflow ") and lat.runs == 50
     assert "MatrixDeterminant" in (tmp_path / "teacher-flex.tflite.failed").read_text()
