@@ -9,7 +9,7 @@ STAMP   := .venv/.setup-stamp
 FID     := $(if $(FIDELITY),--fidelity $(FIDELITY),)
 SWEEPNAME := $(if $(NAME),--name $(NAME),)
 
-.PHONY: setup sweep trial list status test test-all bench report clean
+.PHONY: setup sweep trial list status test test-all bench rankcheck curves report clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ test-all: setup
 
 bench: setup            ## writes results/bench/latest.json
 	$(PY) -m sweep.bench
+
+rankcheck: setup        ## local vs 4x training on a 12-student slice: results/rankcheck/
+	$(PY) -m sweep.rankcheck
+
+curves: setup           ## learning curves of three students: results/curves/
+	$(PY) -m sweep.curves
 
 report: setup           ## make report NAME=frill144
 	$(PY) -m results report $(if $(NAME),$(NAME),$(GRID))

@@ -225,11 +225,11 @@ def _time_tf_function(teacher: Any, warmup: int, runs: int) -> Latency:
 
 
 def teacher_latency(teacher: Any, threads: int = 1, runs: int = 50, warmup: int = 10,
-                    cache_dir: str | os.PathLike | None = None) -> tuple[Latency, str, int | None]:
+                    cache_dir: str | os.PathLike | None = None) -> tuple[Latency, str, Path | None]:
     """Teacher per-patch latency, how it was taken: 'tflite' (converted, same runtime as the
     students) or 'tf-function' (conversion or LiteRT failed; timed in TensorFlow, whose thread
-    pool is process-wide, so `threads` is not enforced there), and its TFLite file's bytes
-    (None when it did not convert).
+    pool is process-wide, so `threads` is not enforced there), and its TFLite file (None when
+    it did not convert; kept only with cache_dir).
 
     With cache_dir, the converted file (or a '.failed' note) is kept there, so a sweep converts
     its teacher once.
@@ -247,7 +247,7 @@ def teacher_latency(teacher: Any, threads: int = 1, runs: int = 50, warmup: int 
         if path.exists() and not failed.exists():
             try:
                 return (latency(path, threads=threads, warmup=warmup, runs=runs), "tflite",
-                        path.stat().st_size)
+                        path if cache_dir is not None else None)
             except MeasureError as e:
                 failed.write_text(f"{e}\n")
         log.warning("teacher %s: timing the TF function (%s)", getattr(teacher, "name", "?"),

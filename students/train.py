@@ -89,11 +89,13 @@ def learning_rate(cfg: TrainConfig):
         warmup_steps=warmup)
 
 
-def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> TrainResult:
+def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig,
+            callbacks: tuple = ()) -> TrainResult:
     """Train student.train_model for cfg.steps on (inputs, targets).
 
     Trains on scaled targets (see target_scaling), then folds the scaling into the
     projection, so the trained model predicts the teacher's targets themselves.
+    callbacks: extra Keras callbacks (e.g. a learning-curve recorder).
     """
     if len(inputs) < cfg.batch_size:
         raise ValueError(f"{len(inputs)} training crops is fewer than batch_size={cfg.batch_size}")
@@ -112,7 +114,7 @@ def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) 
     start = time.perf_counter()
     history = model.fit(dataset(inputs, (targets - mean) / scale, cfg), steps_per_epoch=cfg.steps,
                         epochs=1, verbose=0,
-                        callbacks=[*student.callbacks(cfg.steps), _StopOnNonFinite()])
+                        callbacks=[*student.callbacks(cfg.steps), _StopOnNonFinite(), *callbacks])
     seconds = time.perf_counter() - start
     kernel.assign(kernel * scale)
     bias.assign(bias * scale + mean)

@@ -10,7 +10,8 @@ from teacher.errors import FrillError
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", default="frill144", help="grid YAML path or short name (sweep/grids/)")
-    p.add_argument("--fidelity", choices=["smoke", "local", "paper"], default=None,
+    from sweep.config import FIDELITIES
+    p.add_argument("--fidelity", choices=list(FIDELITIES), default=None,
                    help="training preset (default: the grid's)")
 
 

@@ -63,19 +63,22 @@ def run(tiny: bool, out: Path) -> dict:
     from students.frontend import features
     from sweep import grid as G, ledger, tune
     from sweep.context import prepare
+    from sweep.rankcheck import slice_indices
 
     if tiny:
-        grid, fidelity, indices = G.load("smoke"), "smoke", [0, 1]
+        grid, indices = G.load("smoke"), [0, 1]
         frill = StudentConfig(depth="tiny", alpha=0.25, bottleneck=64)
     else:
-        # 12 trials, 4 per depth, covering every width and both settings of pooling,
-        # compression and QAT (the index's low three bits): 6 float, 6 QAT.
-        grid, fidelity, indices = G.load("frill144"), "local", [12 * i + i % 8 for i in range(12)]
+        # The rank check's 12 students: all depths, both poolings, float, QAT and
+        # QAT + low-rank (warm-started from their float twins, which are in the slice).
+        grid = G.load("frill144")
+        indices = slice_indices(grid)
         frill = StudentConfig()   # FRILL: small, alpha 2.0, global pooling, bottleneck 2048
+    fidelity = grid.sweep.fidelity
     cpus = os.cpu_count() or 1
 
     t0 = time.perf_counter()
-    tune.run_sweep(grid, "bench", fidelity, indices=indices)
+    tune.run_sweep(grid, "bench", indices=indices)
     wall = time.perf_counter() - t0
     sdir = ledger.sweep_dir("bench")
     rows = [r for r in ledger.read_rows(sdir).values()]
@@ -84,16 +87,15 @@ def run(tiny: bool, out: Path) -> dict:
     stages = ("setup", "build", "train", "export", "measure", "evaluate")
     overhead = [(r["seconds_total"] - r["seconds_train"]) / r["seconds_total"] for r in ok]
 
-    first = grid.trials(fidelity)[indices[0]]
-    ctx = prepare(first, log=lambda *a, **k: None)
+    ctx = prepare(grid.sweep, log=lambda *a, **k: None)
     m = ctx.dset.manifest
-    teacher_tflite = Path(ctx.dset.path) / f"teacher-{first.teacher}.tflite"
+    teacher_file = ctx.baselines.get("teacher_tflite_file")   # None: the teacher did not convert
 
     # FRILL and its QAT twin, exported untrained: latency and size do not depend on weights.
     x = features(ctx.dset.crops[:128])
     conv_s, paths = {}, {}
-    if teacher_tflite.exists():
-        paths["teacher"] = teacher_tflite
+    if teacher_file:
+        paths["teacher"] = Path(ctx.dset.path) / teacher_file
     for tag, cfg in (("float", frill), ("int8", StudentConfig(**{**frill.as_dict(), "qat": True}))):
         st = build_student(cfg, teacher_dim=ctx.dset.targets.shape[1])
         ex = export_tflite(st, work / f"frill-{tag}.tflite", representative=x)
@@ -122,12 +124,15 @@ def run(tiny: bool, out: Path) -> dict:
         "sweep_core_utilisation": round(busy / (wall * cpus), 3),
         "trial_overhead_share": round(_median(overhead), 3),
         "trial_stage_seconds_median": {s: round(_median(r.get(f"seconds_{s}", 0) for r in ok), 2) for s in stages},
-        "teacher_calls_per_crop": round(m["teacher_calls"] / m["n_crops"], 3),
+        "teacher_calls_per_crop": round(m["teacher_calls"] / (m["n_crops"] + m["n_heldout"]), 3),
         "frill_vs_teacher_latency_ratio": ratio(lat.get("teacher"), lat["frill_float"]),
         "fastest_within_5pct_vs_teacher_latency_ratio": ratio(lat.get("teacher"), lat.get("fastest")),
         "int8_vs_float_latency_ratio": ratio(lat["frill_int8"], lat["frill_float"]),
         "int8_vs_float_size_ratio": ratio(size["frill_int8"], size["frill_float"]),
         "tflite_conversion_seconds": {d: round(_median(v), 2) for d, v in sorted(by_depth.items())},
+        "distill_r2_heldout_median": round(_median(r["distill_r2_heldout"] for r in ok), 3),
+        "frill_distill_r2_heldout": next((round(r["distill_r2_heldout"], 3) for r in ok
+                                          if StudentConfig(**{k: r[k] for k in frill.as_dict()}) == frill), None),
         "local_sweep_minutes": _sweep_minutes(full),
     }
     details = {
@@ -140,7 +145,8 @@ def run(tiny: bool, out: Path) -> dict:
         "slice": {"grid": grid.name, "fidelity": fidelity, "indices": indices, "trials": len(rows),
                   "ok": len(ok), "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1),
                   "cpus": cpus},
-        "teacher": {"name": first.teacher, "calls": m["teacher_calls"], "distinct_crops": m["n_crops"],
+        "teacher": {"name": grid.sweep.teacher, "calls": m["teacher_calls"],
+                    "distinct_crops": m["n_crops"] + m["n_heldout"],
                     "latency_how": ctx.baselines.get("teacher_latency_how")},
     }
     how = {
@@ -151,6 +157,8 @@ def run(tiny: bool, out: Path) -> dict:
         "int8_vs_float_latency_ratio": "FRILL QAT twin (full int8) p50 / FRILL float32 p50, same alternating run",
         "int8_vs_float_size_ratio": "int8 TFLite bytes / float32 TFLite bytes",
         "tflite_conversion_seconds": "median per depth of the slice's export-stage conversion time",
+        "distill_r2_heldout_median": "median over the slice's OK trials of distill_r2_heldout (TFLite embedding, held-out crops)",
+        "frill_distill_r2_heldout": "distill_r2_heldout of FRILL's configuration (float) in the slice",
         "local_sweep_minutes": "last full frill144 local sweep in results/runs: last ended_at - first started_at",
     }
     doc = {"figures": figures, "details": details, "how": how, "tiny": tiny,

@@ -86,9 +86,10 @@ def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
                                                                    dset.targets[held])}
     for who, fn in (("teacher", t.embed), ("logmel", evaluate.logmel_embed)):
         out.update(evaluate.probe_columns(fn, list(tasks), prefix=f"{who}_"))
-    lat, how, size = measure.teacher_latency(t, runs=sweep.latency_runs, cache_dir=Path(dset.path))
+    lat, how, tflite = measure.teacher_latency(t, runs=sweep.latency_runs, cache_dir=Path(dset.path))
     out.update(teacher_latency_ms_p50=lat.p50_ms, teacher_latency_ms_p90=lat.p90_ms,
-               teacher_latency_how=how, teacher_tflite_bytes=size)
+               teacher_latency_how=how, teacher_tflite_file=tflite and tflite.name,
+               teacher_tflite_bytes=tflite and tflite.stat().st_size)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, path)

@@ -237,7 +237,7 @@ def _manifest(key: str, corpus: str, teacher: str, seed: int, model: Teacher, da
         "corpus_kind": info.get("kind"), "teacher": model.name, "teacher_spec": teacher,
         "output_dim": int(targets.shape[1]), "sample_rate": SAMPLE_RATE,
         "crop_samples": CROP_SAMPLES, "seed": seed,
-        "n_crops": int(len(data.crops)), "n_heldout": int(data.heldout.sum()),
+        "n_crops": int((~data.heldout).sum()), "n_heldout": int(data.heldout.sum()),
         "eval_tasks": [t.name for t in data.tasks],
         "n_eval_clips": int(max((len(t.clips) for t in data.tasks), default=0)),
         "teacher_calls": calls, "teacher_seconds": round(seconds["teacher"], 3),

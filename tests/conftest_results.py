@@ -20,7 +20,8 @@ SMALL_AXES = {"depth": ["tiny", "small"], "alpha": [1.0, 2.0], "pooling": ["glob
 FULL_AXES = {"depth": ["tiny", "small", "large"], "alpha": [0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
              "pooling": ["global", "flatten"], "compression": ["none", "lowrank"], "qat": [False, True]}
 SHARED = {"bottleneck": 2048, "rank": 100, "frontend": False, "steps": 200, "batch_size": 32,
-          "learning_rate": 1e-3, "seed": 0, "teacher": "resemblyzer", "corpus": "builtin"}
+          "learning_rate": 1e-3, "lr_schedule": "constant", "seed": 0, "init": "scratch",
+          "teacher": "resemblyzer", "corpus": "builtin", "n_crops": 320}
 
 # made-up: conv params at alpha 1, last-point channels, MACs per patch at alpha 1
 _DEPTH = {"tiny": (0.9e6, 512, 40e6), "small": (1.5e6, 1024, 60e6), "large": (3.0e6, 1280, 220e6)}

@@ -114,3 +114,44 @@ def test_bad_tasks_raise(labels, is_test, match):
     task = EvalTask("lang", clips, np.array(labels), np.array(is_test, bool))
     with pytest.raises(EvalError, match=match):
         evaluate.probe_accuracy(_never, task)
+
+
+def test_bootstrap_intervals_cover_the_accuracy_and_shrink_with_more_clips():
+    rng = np.random.default_rng(1)
+    small = {"a": rng.random(100) < 0.6, "b": rng.random(100) < 0.4}
+    big = {"a": rng.random(2000) < 0.6, "b": rng.random(2000) < 0.4}
+    ci = evaluate.bootstrap_intervals(small)
+    assert set(ci) == {"a", "b", "mean"}
+    for k, h in small.items():
+        lo, hi = ci[k]
+        assert lo <= h.mean() <= hi and 0.1 < hi - lo < 0.3   # about +/-1.96 sqrt(p(1-p)/100)
+    wide, narrow = ci["a"][1] - ci["a"][0], np.subtract(*evaluate.bootstrap_intervals(big)["a"][::-1])
+    assert narrow < wide / 3                                    # sqrt(20) narrower
+    assert evaluate.bootstrap_intervals(small) == ci            # seeded: the same every time
+
+
+def test_probe_columns_give_accuracy_mean_and_intervals():
+    task = _tone_task()
+    cols = evaluate.probe_columns(evaluate.logmel_embed, [task], prefix="logmel_")
+    assert set(cols) == {f"logmel_probe_acc_{k}{s}" for k in ("tone", "mean") for s in ("", "_ci_lo", "_ci_hi")}
+    assert cols["logmel_probe_acc_mean"] == cols["logmel_probe_acc_tone"] > 0.9
+    assert cols["logmel_probe_acc_tone_ci_lo"] <= cols["logmel_probe_acc_tone"] <= cols["logmel_probe_acc_tone_ci_hi"]
+
+
+def test_prepared_inputs_give_the_same_probe_as_cutting_clips():
+    task = _tone_task()
+    crops, counts = evaluate.clip_inputs(task.clips)
+    assert len(crops) == counts.sum() == 2 * len(task.clips)
+    from students.frontend import features
+
+    def on_features(f):   # the log-mel floor, from precomputed features
+        return np.concatenate([f.mean(axis=1), f.std(axis=1)], axis=1)
+    direct = evaluate.probe_hits(evaluate.logmel_embed, [task])
+    prepared = evaluate.probe_hits(on_features, [task], inputs={"tone": (features(crops), counts)})
+    assert np.array_equal(direct["tone"], prepared["tone"])
+
+
+def test_mse_of_mean_is_the_r2_reference():
+    train = np.array([[0.0, 2.0], [2.0, 4.0]])          # mean (1, 3)
+    held = np.array([[1.0, 3.0], [3.0, 3.0]])
+    assert evaluate.mse_of_mean(train, held) == pytest.approx((0 + 0 + 4 + 0) / 4)

@@ -6,14 +6,14 @@ import pytest
 
 from students.config import StudentConfig, TrainConfig
 from sweep import grid
-from sweep.config import TrialConfig
+from sweep.config import SweepConfig, TrialConfig
 
 
 def test_frill144_has_144_unique_trials_spanning_every_axis():
-    trials = grid.load("frill144").trials()
-    assert len(trials) == 144
-    assert len({t.trial_id for t in trials}) == 144
-    s = [t.student for t in trials]
+    g = grid.load("frill144")
+    assert len(g.trials) == 144
+    assert len(set(g.ids)) == 144
+    s = [t.student for t in g.trials]
     assert {x.depth for x in s} == {"tiny", "small", "large"}
     assert {x.alpha for x in s} == {0.25, 0.5, 0.75, 1.0, 1.5, 2.0}
     assert {x.pooling for x in s} == {"global", "flatten"}
@@ -22,19 +22,36 @@ def test_frill144_has_144_unique_trials_spanning_every_axis():
     assert any(x == StudentConfig(bottleneck=2048) for x in s)  # FRILL itself is in the grid
 
 
+def test_frill144_warm_starts_every_qat_and_lowrank_student_from_its_float_twin():
+    g = grid.load("frill144")
+    ids = set(g.ids)
+    warm = [t for t in g.trials if t.warm_start]
+    assert len(warm) == 108 and all(t.twin().trial_id(g.sweep) in ids for t in warm)
+    assert all(t.run_train.steps == t.finetune_steps < t.train.steps for t in warm)
+    cold = [t for t in g.trials if not t.warm_start]
+    assert len(cold) == 36 and all(not t.student.qat and t.student.compression == "none" for t in cold)
+
+
 def test_ids_are_stable_derived_and_ignore_threads():
+    sc = SweepConfig()
     a = TrialConfig(StudentConfig(), TrainConfig(threads=1))
     b = TrialConfig(StudentConfig(), TrainConfig(threads=4))
     c = TrialConfig(StudentConfig(alpha=1.0), TrainConfig())
-    assert a.trial_id == b.trial_id != c.trial_id
+    assert a.trial_id(sc) == b.trial_id(sc) != c.trial_id(sc)
+    assert a.trial_id(sc) == a.trial_id(SweepConfig(latency_threads=2))  # timing only
+    assert a.trial_id(sc) != a.trial_id(SweepConfig(n_crops=100))   # the data changes the result
+    # A float student trains the same under either init, so it keeps one id.
+    assert TrialConfig(StudentConfig(), TrainConfig(), init="float_twin").trial_id(sc) == a.trial_id(sc)
     assert TrialConfig.from_dict(a.as_dict()) == a
 
 
-def test_fidelity_changes_training_and_ids():
-    smoke = grid.load("smoke")
-    s, l = smoke.trials("smoke"), smoke.trials("local")
-    assert s[0].train.steps < l[0].train.steps
-    assert s[0].trial_id != l[0].trial_id
+def test_fidelity_changes_training_and_ids_but_not_the_eval_set():
+    smoke, local = grid.load("frill144", "smoke"), grid.load("frill144", "local")
+    assert smoke.trials[0].train.steps < local.trials[0].train.steps
+    assert smoke.ids[0] != local.ids[0]
+    assert smoke.sweep.n_crops < local.sweep.n_crops
+    for key in ("n_eval_clips", "n_heldout", "data_seed"):
+        assert getattr(smoke.sweep, key) == getattr(local.sweep, key)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -48,6 +65,9 @@ def test_fidelity_changes_training_and_ids():
     ("name: x\nshared: {fidelity: fast}\naxes: {depth: [tiny]}\n", "fidelity 'fast' is not valid"),
     ("name: x\naxes: {depth: [tiny]\n", "not valid YAML"),
     ("name: x\nshared: {bottleneck: 0}\naxes: {compression: [lowrank]}\n", "needs a bottleneck"),
+    ("name: x\nshared: {n_eval_clips: 2}\naxes: {depth: [tiny]}\n", "n_eval_clips=2 must be >= 4"),
+    ("name: x\naxes: {qat: [true]}\n", "needs each student's float twin"),
+    ("name: x\nshared: {init: warm}\naxes: {depth: [tiny]}\n", "init='warm' is not valid"),
 ])
 def test_bad_grid_files_get_one_clear_error(tmp_path, text, message):
     path = tmp_path / "g.yaml"
@@ -56,6 +76,13 @@ def test_bad_grid_files_get_one_clear_error(tmp_path, text, message):
         grid.load(path)
     assert message in str(e.value)
     assert str(path) in str(e.value)
+
+
+def test_a_grid_may_train_every_student_from_scratch(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: x\nshared: {init: scratch}\naxes: {qat: [true]}\n")
+    (t,) = grid.load(path).trials
+    assert not t.warm_start and t.run_train.steps == t.train.steps
 
 
 def test_cli_bad_grid_is_one_line_without_traceback(tmp_path):
@@ -74,4 +101,4 @@ def test_cli_list_prints_one_line_per_trial():
     lines = p.stdout.strip().splitlines()
     assert len(lines) == 144
     ids = [line.split()[1] for line in lines]
-    assert ids == [t.trial_id for t in grid.load("frill144").trials()]
+    assert ids == grid.load("frill144").ids

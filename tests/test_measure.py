@@ -119,8 +119,8 @@ class FakeTeacher:
 
 
 def test_teacher_latency_tflite_and_cached(tmp_path, monkeypatch):
-    lat, how, size = measure.teacher_latency(FakeTeacher("fake/teacher"), runs=50, warmup=2, cache_dir=tmp_path)
-    assert size and size > 0
+    lat, how, path = measure.teacher_latency(FakeTeacher("fake/teacher"), runs=50, warmup=2, cache_dir=tmp_path)
+    assert path == tmp_path / "teacher-fake_teacher.tflite" and path.stat().st_size > 0
     assert how == "tflite" and lat.runtime.startswith("litert ") and 0 < lat.p50_ms <= lat.p90_ms
     assert [p.name for p in tmp_path.iterdir()] == ["teacher-fake_teacher.tflite"]
     monkeypatch.setattr(measure, "_convert_teacher", lambda *a: pytest.fail("converted twice"))

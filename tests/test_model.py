@@ -186,3 +186,35 @@ def test_qat_lowrank_handoff_reaches_wrapped_variables():
     assert compression.finish_handoff(student.train_model) == 1.0
     assert float(v.alpha.numpy()) == 0.0
 
+
+
+@pytest.mark.parametrize("compression_, qat", [("none", True), ("lowrank", False), ("lowrank", True)])
+def test_warm_start_from_the_float_twin_loads_its_weights(compression_, qat):
+    """A QAT or low-rank student built from its float twin's weights starts from them: every
+    twin layer's variables (the bottleneck Dense into the low-rank full W), and for a float
+    low-rank student the twin's very function (alpha starts at 1: the full W path)."""
+    from students.compression import FULL, find_layer, weight
+    from students.model import EMBEDDING, PROJECTION, float_weights
+    twin_cfg = StudentConfig(depth="tiny", alpha=0.25, bottleneck=64)
+    twin = build_student(twin_cfg, 16)
+    rng = np.random.default_rng(5)
+    for layer in twin.train_model.layers:   # move the twin away from a fresh initialisation
+        layer.set_weights([w * rng.uniform(0.8, 1.2, w.shape).astype(w.dtype) for w in layer.get_weights()])
+    cfg = StudentConfig(**{**twin_cfg.as_dict(), "compression": compression_, "rank": 63, "qat": qat})
+    warm = build_student(cfg, 16, init=float_weights(twin))
+    assert warm.warm and not twin.warm
+    pairs = [("stem", "stem"), (PROJECTION, PROJECTION),
+             (FULL if compression_ == "lowrank" else EMBEDDING, EMBEDDING)]
+    for mine, theirs in pairs:
+        np.testing.assert_array_equal(weight(find_layer(warm.train_model, mine), "kernel").numpy(),
+                                      weight(twin.train_model.get_layer(theirs), "kernel").numpy())
+    if not qat:
+        x = rng.normal(-3, 2, (8, PATCH_FRAMES, MEL_BINS)).astype(np.float32)
+        np.testing.assert_allclose(warm.train_model(x, training=False).numpy(),
+                                   twin.train_model(x, training=False).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_float_student_without_compression_is_a_twin():
+    from students.model import float_weights
+    with pytest.raises(ValueError, match="float twin"):
+        float_weights(build_student(StudentConfig(depth="tiny", alpha=0.25, bottleneck=64, qat=True), 16))

@@ -14,7 +14,7 @@ from sweep import ledger
 
 TINY = """\
 name: {name}
-shared: {{fidelity: smoke, depth: tiny, bottleneck: 64, rank: 16}}
+shared: {{fidelity: smoke, depth: tiny, bottleneck: 64, rank: 16, n_heldout: 64, n_eval_clips: 120}}
 axes:
 {axes}
 """
@@ -42,7 +42,7 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
     assert code == 0, out
     sdir = runs_dir / "smoke"
     led = ledger.ledger(sdir)
-    assert len(led.expected) == 2 and len(led.done) == 2, out
+    assert len(led.expected) == 4 and len(led.done) == 4, out
     df = results.load(str(sdir))
     assert sorted(df.trial_id) == sorted(led.expected)
     assert (df.status == "OK").all()
@@ -50,7 +50,12 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
         assert df[col].notna().all() and (df[col] > 0).all(), col
     for tid in led.expected:
         assert (sdir / "trials" / tid / "model.tflite").stat().st_size == int(df.set_index("trial_id").tflite_bytes[tid])
-    assert "2/2 done" in out                      # the live progress line
+    assert "4/4 done" in out                      # the live progress line
+    # QAT and low-rank students fine-tune their float twin's landed weights.
+    twin = df[(df.compression == "none") & ~df.qat].trial_id.item()
+    warm = df[df.init == "float_twin"]
+    assert len(warm) == 3 and (warm.init_from == twin).all() and (warm.steps == 10).all()
+    assert (sdir / "trials" / twin / "float_weights.npz").exists()
     # Every documented column is present and typed, and OK rows fill every 'ok' column.
     from results import schema
     assert schema.problems(df) == []
@@ -121,7 +126,7 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
-        g = _grid(tmp_path, "cluster", "  alpha: [0.25]\n  compression: [none, lowrank]")
+        g = _grid(tmp_path, "cluster", "  alpha: [0.25, 0.5]")
         cache_dir = tmp_path / "cache"   # empty: the teacher targets are built on the cluster
         p = _run(g, runs_dir, env={"RAY_ADDRESS": cluster.address, "FRILL_CACHE": str(cache_dir),
                                    "FRILL_STORAGE": str(tmp_path / "shared")})
@@ -130,7 +135,7 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
         rows = _rows(runs_dir / "cluster")
         assert len(rows) == 2 and all(r["status"] == "OK" for r in rows.values()), out
         assert len({r["ray_node_id"] for r in rows.values()}) == 2   # one trial per node
-        assert "2 Ray nodes: teacher targets" in out and ", built, teacher calls 320)" in out, out
+        assert "2 Ray nodes: teacher targets" in out and ", built, teacher calls 384)" in out, out
     finally:
         cluster.shutdown()
     # The targets built in two Ray tasks are the teacher's, in crop order.
@@ -138,5 +143,30 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
     from teacher.teachers import get_teacher
     (set_dir,) = [d for d in cache_dir.iterdir() if (d / "manifest.json").exists()]
     dset = load_distill_set(set_dir)
-    assert dset.manifest["teacher_calls"] == len(dset.crops) == 320
+    assert dset.manifest["teacher_calls"] == len(dset.crops) == 320 + 64
     np.testing.assert_allclose(dset.targets, get_teacher("resemblyzer").embed(dset.crops), atol=1e-5)
+
+
+QUALITY = ("distill_r2_heldout", "distill_mse_heldout", "distill_cosine_heldout", "probe_acc_mean",
+           "probe_acc_language", "probe_acc_rate", "probe_acc_mean_ci_lo", "probe_acc_mean_ci_hi",
+           "keras_distill_mse_heldout", "export_cosine", "tflite_bytes")
+
+
+def test_a_trial_gives_the_same_row_alone_and_inside_a_sweep(smoke_sweep, tmp_path):
+    """`python -m sweep trial` (alone, in-process) reproduces the sweep's rows (two trials at a
+    time, in Ray workers) to 1e-6: the float twin, and a QAT + low-rank student warm-started
+    from it."""
+    import json
+    runs_dir, code, out = smoke_sweep
+    assert code == 0, out
+    swept = _rows(runs_dir / "smoke")
+    p = subprocess.run([sys.executable, "-m", "sweep", "trial", "--grid", "smoke", "--index", "3",
+                        "--json"], env={**os.environ, "FRILL_RESULTS": str(tmp_path / "runs")},
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    warm = json.loads(p.stdout)
+    twin = json.loads((tmp_path / "runs" / "debug" / "trials" / warm["init_from"] / "row.json").read_text())
+    for alone in (twin, warm):
+        inside = swept[alone["trial_id"]]
+        for col in QUALITY:
+            assert alone[col] == pytest.approx(inside[col], abs=1e-6), col

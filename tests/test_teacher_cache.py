@@ -22,7 +22,7 @@ from teacher.errors import CacheError, CorpusError
 
 needs_espeak = pytest.mark.skipif(builtin.shutil.which("espeak-ng") is None,
                                   reason="espeak-ng not installed (apt-get install espeak-ng)")
-SMALL = {"seed": 0, "n_crops": 12, "n_eval_clips": 8}
+SMALL = {"seed": 0, "n_crops": 11, "n_eval_clips": 8, "n_heldout": 1}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +41,8 @@ def test_first_build_runs_teacher_once_per_crop(built):
     assert not reused
     m = dset.manifest
     assert m["complete"] and m["teacher"] == "resemblyzer" and m["output_dim"] == 256
-    assert m["n_crops"] == 12 and m["teacher_calls"] == 12 and m["build_seconds"] > 0
+    assert m["n_crops"] == 11 and m["n_heldout"] == 1 and m["teacher_calls"] == 12
+    assert m["build_seconds"] > 0
     assert dset.crops.shape == (12, CROP_SAMPLES) and dset.targets.shape == (12, 256)
     assert dset.heldout.dtype == bool and dset.heldout.sum() == 1
     assert np.allclose(np.linalg.norm(dset.targets, axis=1), 1, atol=1e-5)
@@ -56,7 +57,7 @@ def test_eval_tasks_round_trip(built):
     for t in tasks:
         assert len(t.clips) == len(t.labels) == len(t.is_test) == 8 and t.is_test.sum() == 4
         assert all(c.dtype == np.float32 and len(c) >= CROP_SAMPLES for c in t.clips)
-    again = cache.load_corpus("builtin", seed=0, n_crops=12, n_eval_clips=8)
+    again = cache.load_corpus("builtin", seed=0, n_crops=11, n_eval_clips=8, n_heldout=1)
     assert all(np.array_equal(a, b) for a, b in zip(tasks[0].clips, again.tasks[0].clips))
     assert np.array_equal(tasks[1].labels, again.tasks[1].labels)
 

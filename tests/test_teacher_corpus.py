@@ -52,25 +52,35 @@ def test_clip_to_crops():
 def small_builtin():
     if builtin.shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    return load_corpus("builtin", seed=3, n_crops=30, n_eval_clips=16)
+    return load_corpus("builtin", seed=3, n_crops=27, n_eval_clips=16, n_heldout=3)
 
 
 @needs_espeak
 def test_builtin_is_deterministic_for_a_seed(small_builtin):
-    again = load_corpus("builtin", seed=3, n_crops=30, n_eval_clips=16)
+    again = load_corpus("builtin", seed=3, n_crops=27, n_eval_clips=16, n_heldout=3)
     assert np.array_equal(small_builtin.crops, again.crops)
     assert small_builtin.sources == again.sources
     for a, b in zip(small_builtin.tasks, again.tasks):
         assert all(np.array_equal(x, y) for x, y in zip(a.clips, b.clips))
         assert np.array_equal(a.labels, b.labels)
-    other = load_corpus("builtin", seed=4, n_crops=4, n_eval_clips=4)
+    other = load_corpus("builtin", seed=4, n_crops=4, n_eval_clips=4, n_heldout=1)
     assert not np.array_equal(other.crops, small_builtin.crops[:4])
+
+
+@needs_espeak
+def test_builtin_eval_set_does_not_depend_on_the_set_size(small_builtin):
+    """Probe clips and held-out crops are drawn first: a bigger distillation set leaves them be."""
+    bigger = load_corpus("builtin", seed=3, n_crops=40, n_eval_clips=16, n_heldout=3)
+    assert np.array_equal(bigger.crops[bigger.heldout], small_builtin.crops[small_builtin.heldout])
+    for a, b in zip(small_builtin.tasks, bigger.tasks):
+        assert all(np.array_equal(x, y) for x, y in zip(a.clips, b.clips))
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.is_test, b.is_test)
 
 
 @needs_espeak
 def test_builtin_shapes_labels_and_levels(small_builtin):
     c = small_builtin
-    assert c.crops.shape == (30, CROP_SAMPLES) and c.crops.dtype == np.float32
+    assert c.crops.shape == (30, CROP_SAMPLES) and c.crops.dtype == np.float32  # 27 + 3 held out
     assert c.heldout.sum() == 3 and c.heldout[-3:].all()
     assert np.abs(c.crops).max() < 1.0
     assert (np.std(c.crops, axis=1) > 1e-3).all()  # speech, not trimmed-away silence
