@@ -22,6 +22,7 @@ from ray import tune
 
 from results.table import expected_ids as table_expected
 from sweep import ledger as L
+from students.config import DEPTHS
 from sweep.config import SweepConfig, TrialConfig
 from sweep.context import SweepContext, prepare
 from sweep.grid import Grid
@@ -201,6 +202,9 @@ def _tune(sc: SweepConfig, trials, pending, rows, sdir, name, cpus, memory_gb, s
         for phase in ([t for t in pending if not t.warm_start], [t for t in pending if t.warm_start]):
             if not phase:
                 continue
+            # Longest first (deep, wide, flatten, QAT), so the last trials running are short.
+            phase.sort(key=lambda t: (t.student.qat, t.student.pooling == "flatten",
+                                      DEPTHS.index(t.student.depth), t.student.alpha), reverse=True)
             need = {t.twin().trial_id(sc) for t in phase if t.warm_start}
             inits = {tid: load_float_weights(p) for tid in need
                      if (p := sdir / "trials" / tid / "float_weights.npz").exists()}
