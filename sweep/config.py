@@ -19,7 +19,7 @@ from teacher.builtin import DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 FIDELITIES: dict[str, dict] = {
     "smoke": dict(steps=20, finetune_steps=10, batch_size=16, learning_rate=1e-3,
                   lr_schedule="constant", init="float_twin", n_crops=320, latency_runs=50),
-    "local": dict(steps=160, finetune_steps=16, batch_size=32, learning_rate=1e-3,
+    "local": dict(steps=64, finetune_steps=16, batch_size=32, learning_rate=1e-3,
                   lr_schedule="constant", init="float_twin", n_crops=12000, latency_runs=50),
     "paper": dict(steps=50_000, finetune_steps=50_000, batch_size=512, learning_rate=1e-4,
                   lr_schedule="constant", init="scratch", n_crops=12000, latency_runs=200),
