@@ -254,6 +254,43 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
     return res
 
 
+# ---------------------------------------------------------------- older tables
+
+def _from_v1(df: pd.DataFrame) -> pd.DataFrame:
+    """v1 -> v2. v1 trained every student from scratch at a constant learning rate, on 2400
+    crops (320 at smoke fidelity); its probes had no intervals and R2 was not measured, so
+    those columns stay empty."""
+    df = df.copy()
+    fidelity = df["fidelity"].astype(str) if "fidelity" in df.columns else pd.Series("local", index=df.index)
+    for name, value in (("lr_schedule", "constant"), ("init", "scratch"), ("init_from", "")):
+        if name not in df.columns:
+            df[name] = value
+    if "n_crops" not in df.columns:
+        df["n_crops"] = fidelity.map({"smoke": 320}).fillna(2400).astype(int)
+    for c in COLUMNS:
+        if c.name not in df.columns:
+            df[c.name] = None
+    df["schema_version"] = 2
+    return df
+
+
+UPGRADES = {1: _from_v1}   # version -> function giving the next version's table
+
+
+def upgrade(df: pd.DataFrame) -> pd.DataFrame:
+    """A table or row set of an older schema version brought to this one, where a tested
+    upgrade exists (rows without a version are taken as current)."""
+    if "schema_version" not in df.columns:
+        return df
+    versions = pd.to_numeric(df["schema_version"], errors="coerce")
+    while versions.notna().any() and int(versions.min()) in UPGRADES:
+        v = int(versions.min())
+        old = versions == v
+        df = pd.concat([df[~old], UPGRADES[v](df[old])]).loc[df.index]
+        versions = pd.to_numeric(df["schema_version"], errors="coerce")
+    return df
+
+
 # ---------------------------------------------------------------- checks
 
 def check_version(df: pd.DataFrame, source: str) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.schema import ResultsError, SchemaError, check_required, check_version, coerce, validate
+from results.schema import (ResultsError, SchemaError, check_required, check_version, coerce,
+                            upgrade, validate)
 
 TABLE_FILES = ("results.parquet", "results.csv")  # parquet first: it keeps dtypes exactly
 
@@ -69,6 +70,7 @@ def read_table(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     else:
         raise ResultsError(f"{path} is not a results table (.parquet or .csv)")
+    df = upgrade(df)
     check_version(df, str(path))
     check_required(df, str(path), table=True)
     return _sorted(coerce(df))
@@ -86,6 +88,7 @@ def read_rows(files: list[Path], source: str) -> pd.DataFrame:
     if not rows:
         raise ResultsError(f"no readable row.json in the trial folders of {source}")
     df = pd.DataFrame.from_records(rows)
+    df = upgrade(df)
     check_version(df, f"trial rows in {source}")
     check_required(df, f"trial rows in {source}", table=False)
     return _sorted(coerce(df))
