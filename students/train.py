@@ -12,7 +12,7 @@ import tf_keras as keras
 from students.compression import find_layer, weight
 from students.config import TrainConfig
 from students.model import PROJECTION
-from teacher.errors import FrillError
+from results.errors import FrillError
 
 
 class TrainingDiverged(FrillError):

@@ -6,12 +6,12 @@ so the teacher never runs inside a trial.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from results.files import atomic_write
 from sweep.config import FIDELITIES, TrialConfig
 from teacher import cache
 from teacher.cache import DistillSet, EvalTask
@@ -57,9 +57,7 @@ def _baselines(dset: DistillSet, tasks, teacher_spec: str, latency_runs: int, lo
     lat, how = measure.teacher_latency(t, runs=latency_runs, cache_dir=Path(dset.path))
     out.update(teacher_latency_ms_p50=lat.p50_ms, teacher_latency_ms_p90=lat.p90_ms,
                teacher_latency_how=how)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(out, indent=1))   # the cache folder is shared by sweeps
     log("baselines: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in out.items()))
     return out

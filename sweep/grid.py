@@ -10,7 +10,7 @@ import yaml
 
 from students.config import StudentConfig, TrainConfig
 from sweep.config import FIDELITIES, TrialConfig
-from teacher.errors import FrillError
+from results.errors import FrillError, first_line
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 STUDENT_KEYS = {f.name for f in dataclasses.fields(StudentConfig)}
@@ -50,7 +50,7 @@ def load(grid: str | Path) -> Grid:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise GridError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise GridError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise GridError(f"{path}: expected a mapping with keys name, shared, axes")
     _check_keys(path, "top level", data, {"name", "shared", "axes"})
