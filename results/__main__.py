@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = write_report(args.name, args.out, quality=args.quality)
             print(f"wrote {paths['html']} and {paths['md']}")
         elif args.cmd == "rebuild":
-            from results.table import rebuild
+            from results.folder import rebuild
 
             df = rebuild(args.sweep)
             print(f"rebuilt {df.attrs['sweep_dir']}/results.parquet: {len(df)} trials "

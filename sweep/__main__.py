@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from teacher.errors import FrillError
+from results.errors import FrillError
 
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
@@ -24,51 +24,68 @@ def cmd_list(a) -> int:
 
 
 def cmd_trial(a) -> int:
-    from sweep import grid, ledger
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from results import folder
+    from sweep import grid
     from sweep.context import prepare
+    from sweep import SweepError
     from sweep.trial import run_trial
     g = grid.load(a.grid)
+    if a.threads < 1:
+        raise SweepError(f"--threads must be >= 1, got {a.threads}")
     trials = g.trials(a.fidelity, threads=a.threads)
     if not 0 <= a.index < len(trials):
-        raise ledger.SweepError(f"--index {a.index} is out of range: {a.grid} has {len(trials)} trials (0..{len(trials) - 1})")
+        raise SweepError(f"--index {a.index} is out of range: {a.grid} has {len(trials)} trials (0..{len(trials) - 1})")
     t = trials[a.index]
     log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
     ctx = prepare(t, log=log)
-    out = ledger.sweep_dir("debug") / "trials" / t.trial_id
-    row = run_trial(t, ctx, out, sweep="debug")
+    sdir = folder.sweep_dir("debug")
+    work = Path(tempfile.mkdtemp(prefix=f"trial-{t.trial_id}-"))
+    try:   # run aside, then land whole: the debug folder never holds half a trial
+        run_trial(t, ctx, work, sweep="debug")
+        row = folder.land(sdir, t.trial_id, lambda tmp: shutil.copytree(work, tmp))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if a.json:
         print(json.dumps(row, default=str))
     else:
         for k, v in row.items():
             print(f"{k:36s} {v}")
-        print(f"trial folder: {out}")
+        print(f"trial folder: {sdir / 'trials' / t.trial_id}")
     return 0 if row["status"] == "OK" else 1
 
 
 def cmd_run(a) -> int:
-    from sweep import grid, tune
+    from sweep import driver, grid
     g = grid.load(a.grid)
     fidelity = a.fidelity or g.shared.get("fidelity", "local")
     name = a.name or (g.name if fidelity == g.shared.get("fidelity", "local") else f"{g.name}-{fidelity}")
-    led = tune.run_sweep(g, name, fidelity, cpus_per_trial=a.cpus_per_trial,
-                         memory_gb=a.memory_gb, storage=a.storage)
+    try:
+        led = driver.run_sweep(g, name, fidelity, cpus_per_trial=a.cpus_per_trial,
+                               memory_gb=a.memory_gb, storage=a.storage)
+    except KeyboardInterrupt:   # run_sweep has printed the ledger and the resume command
+        return 130
     return 1 if led.missing else 0
 
 
 def cmd_status(a) -> int:
-    from sweep import ledger
-    sdir = ledger.sweep_dir(a.name)
-    led = ledger.ledger(sdir)
-    meta = ledger.read_meta(sdir)
-    rows = ledger.read_rows(sdir)
-    print(f"sweep {a.name} ({meta['grid']}, fidelity {meta['fidelity']}) at {sdir}")
+    from results import folder
+    sdir = folder.sweep_dir(a.name)
+    info = folder.read_info(sdir)
+    rows = folder.read_rows(sdir)
+    led = folder.ledger(rows, info)
+    print(f"sweep {a.name} ({info['grid']}, fidelity {info['fidelity']}) at {sdir}")
     print(led.line())
+    trials = info.get("trials") or {}
     for t in led.errored:
         r = rows[t]
-        print(f"  ERROR {t} {meta['trials'].get(t, '')} attempt {r.get('attempt', 1)}: "
+        print(f"  ERROR {t} {trials.get(t, '')} attempt {r.get('attempt', 1)}: "
               f"{r.get('error_class')}: {r.get('error_message')}")
     for t in led.missing:
-        print(f"  missing {t} {meta['trials'].get(t, '')}")
+        print(f"  missing {t} {trials.get(t, '')}")
     return 0
 
 

@@ -1,44 +1,55 @@
 """The Ray Tune driver: one trial per grid configuration, resumable, fault-isolated.
 
-Resume works from our own ledger (the trial folders), not from Tune's experiment state:
-a SIGKILLed driver can leave Tune's state behind the trial folders, and `Tuner.restore`
-would retry errored trials without bound. Each `run` therefore launches exactly the trials
-the ledger says are pending (missing, or errored with an attempt left).
+Resume works from our own ledger (the trial folders, results/folder.py), not from Tune's
+experiment state: a SIGKILLed driver can leave Tune's state behind the trial folders, and
+`Tuner.restore` would retry errored trials without bound. Each `run` therefore launches exactly
+the trials the ledger says are pending (missing, or errored with an attempt left).
+
+Order of a run: check the flags, take the sweep folder's lock, start Ray and check the flags
+against what it offers, and only then write sweep.json; so a refused command leaves nothing
+behind and the corrected one is not refused. Ctrl-C at any point ends with the ledger and the
+resume command.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
+
+# A local sweep binds Ray to 127.0.0.1: Ray maps 127.0.0.1 to the machine's network address
+# (and its servers listen on every interface) unless this is off. Read when ray is imported.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import numpy as np
 import ray
 from ray import tune
 
-from results.table import expected_ids as table_expected
-from sweep import ledger as L
+from results import folder
+from results.errors import FrillError, first_line
+from results.folder import Ledger
+from sweep import SweepError
 from sweep.config import TrialConfig
 from sweep.context import SweepContext, prepare
 from sweep.grid import Grid
-from sweep.trial import run_trial, write_json
+from sweep.trial import run_trial
+
+LOCALHOST = "127.0.0.1"
 
 
 def _trainable(config: dict, ctx: SweepContext) -> None:
-    config = config["job"]
-    cfg = TrialConfig.from_dict(config["trial"])
+    job = config["job"]
+    cfg = TrialConfig.from_dict(job["trial"])
     out = Path(tempfile.mkdtemp(prefix=f"trial-{cfg.trial_id}-"))
-    row = run_trial(cfg, ctx, out, sweep=config["sweep"], attempt=config["attempt"])
-    row["ray_node_id"] = ray.get_runtime_context().get_node_id()
-    write_json(out / "row.json", row)
+    row = run_trial(cfg, ctx, out, sweep=job["sweep"], attempt=job["attempt"],
+                    row_fields={"ray_node_id": ray.get_runtime_context().get_node_id()})
     # The folder travels to the driver through Tune's storage (shared storage_path on a
-    # cluster); the driver renames it into the sweep's trials/ folder.
-    tune.report({"ok": int(row["status"] == "OK"), "seconds_total": row["seconds_total"]},
-                checkpoint=tune.Checkpoint.from_directory(str(out)))
+    # cluster); the driver lands it in the sweep's trials/ folder.
+    tune.report({"ok": int(row["status"] == "OK")}, checkpoint=tune.Checkpoint.from_directory(str(out)))
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -62,7 +73,7 @@ def _fmt(seconds: float) -> str:
 
 
 class Recorder(tune.Callback):
-    """Driver side: lands each trial folder atomically, rebuilds the table, prints progress."""
+    """Driver side: lands each trial folder, upserts its row into the table, prints progress."""
 
     def __init__(self, sdir: Path, total: int, already: int, log=print):
         self.sdir, self.total, self.log = sdir, total, log
@@ -73,20 +84,14 @@ class Recorder(tune.Callback):
         self.last_line = 0.0
 
     def _land(self, trial, fill) -> None:
-        """fill(tmp) writes a trial folder; it then replaces trials/<id> in one rename."""
         tid = TrialConfig.from_dict(trial.config["job"]["trial"]).trial_id
-        dest = self.sdir / "trials" / tid
-        tmp = dest.with_name(f".{tid}.landing")
-        shutil.rmtree(tmp, ignore_errors=True)
-        fill(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)   # an errored attempt being replaced by its retry
-        os.replace(tmp, dest)
-        row = json.loads((dest / "row.json").read_text())
+        row = folder.land(self.sdir, tid, fill)
+        note = folder.update_table(self.sdir, row)
+        if note != "updated":
+            self.log(f"[{self.sdir.name}] {note}", flush=True)
         self.errors += row["status"] != "OK"
         self.done += 1
         self.ran += 1
-        _write_table(self.sdir)
         self.progress(force=True)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
@@ -97,13 +102,14 @@ class Recorder(tune.Callback):
         job = trial.config["job"]
         cfg = TrialConfig.from_dict(job["trial"])
         err = getattr(trial, "error_file", None)
-        msg = Path(err).read_text().strip().splitlines()[-1] if err and Path(err).exists() else "trial process failed"
-        row = dict(cfg.flat(), sweep=job["sweep"], attempt=job["attempt"], status="ERROR",
-                   error_class="TrialCrashed", error_message=msg[:500])
+        lines = Path(err).read_text().strip().splitlines() if err and Path(err).exists() else []
+        row = folder.new_row(cfg.flat(), sweep=job["sweep"], attempt=job["attempt"],
+                             error_class="TrialCrashed", ended_at=folder.now(),
+                             error_message=(lines[-1] if lines else "trial process failed")[:500])
 
         def fill(tmp: Path) -> None:
             tmp.mkdir(parents=True)
-            write_json(tmp / "row.json", row)
+            folder.write_row(tmp, row)
         self._land(trial, fill)
 
     def on_step_end(self, iteration, trials, **info):
@@ -121,49 +127,115 @@ class Recorder(tune.Callback):
                  f"elapsed {_fmt(elapsed)}, {eta}", flush=True)
 
 
-def _write_table(sdir: Path) -> None:
-    import results
-    results.write_table(results.rebuild(sdir), sdir)
+def check_flags(cpus_per_trial: int, memory_gb: float, storage: str | None) -> None:
+    """What can be checked without Ray; nothing is written before this passes."""
+    if not isinstance(cpus_per_trial, int) or cpus_per_trial < 1:
+        raise SweepError(f"--cpus-per-trial must be a whole number >= 1, got {cpus_per_trial}")
+    if not (isinstance(memory_gb, (int, float)) and math.isfinite(memory_gb) and memory_gb > 0):
+        raise SweepError(f"--memory-gb must be a number > 0 (GiB per trial), got {memory_gb}")
+    if storage and "://" not in storage:
+        p = Path(storage).expanduser()
+        if not p.is_absolute():
+            raise SweepError(f"--storage {storage} must be an absolute path (or a URI), "
+                             "shared by every node of the cluster")
+        parent = next((q for q in (p, *p.parents) if q.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise SweepError(f"--storage {storage}: {parent} is not a writable folder")
 
 
-def start_sweep(grid: Grid, name: str, fidelity: str, command: str,
-                indices: list[int] | None = None) -> tuple[Path, list[TrialConfig]]:
-    """Create or reopen the sweep folder; refuse a name that holds a different grid."""
+def check_resources(cpus_per_trial: int, memory_gb: float, where: str) -> None:
+    """A trial must fit on one alive node, or Tune would wait for it forever ('ETA ?')."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    mem = max((n.get("memory", 0) for n in nodes), default=0) / 2**30
+    if cpus_per_trial > cpus:
+        raise SweepError(f"--cpus-per-trial {cpus_per_trial} is more than the largest node of {where} "
+                         f"offers ({cpus:g} CPUs): use --cpus-per-trial {max(1, int(cpus))} or fewer")
+    if memory_gb > mem:
+        raise SweepError(f"--memory-gb {memory_gb:g} is more than the largest node of {where} offers "
+                         f"to Ray ({mem:.1f} GiB): use --memory-gb {max(mem * 0.9, 0.1):.1f} or less")
+
+
+def _start_ray(log) -> str:
+    """Join RAY_ADDRESS's cluster, or start a local Ray bound to 127.0.0.1; returns where."""
+    address = os.environ.get("RAY_ADDRESS") or None
+    local = {} if address else {"_node_ip_address": LOCALHOST}
+    ray.init(address=address, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False, ignore_reinit_error=True, **local)
+    return f"the Ray cluster at {address}" if address else "this machine"
+
+
+def start_sweep(grid: Grid, name: str, fidelity: str, indices: list[int] | None = None
+                ) -> tuple[Path, list[TrialConfig], str]:
+    """The sweep's folder, trials and run command; refuses a name that holds a different grid.
+    Reads only: sweep.json is written by run_sweep once every check has passed."""
+    sdir = folder.sweep_dir(name)
     trials = grid.trials(fidelity)
     if indices is not None:
+        bad = [i for i in indices if not 0 <= i < len(trials)]
+        if bad:
+            raise SweepError(f"trial indices {bad} are out of range: {grid.name} has {len(trials)} trials")
         trials = [trials[i] for i in indices]
-    sdir = L.sweep_dir(name)
-    ids = [t.trial_id for t in trials]
-    meta_path = sdir / "sweep.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if table_expected(meta) != ids:
-            raise L.SweepError(f"sweep {name!r} at {sdir} holds a different grid or fidelity "
-                               f"({meta['grid']}, {meta['fidelity']}); choose another --name")
-    else:
-        sdir.mkdir(parents=True, exist_ok=True)
-        write_json(meta_path, dict(
-            name=name, grid=grid.name, grid_path=str(grid.path), fidelity=fidelity,
-            expected_trial_ids=ids, trials={t.trial_id: t.describe() for t in trials},
-            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command))
-    return sdir, trials
+    command = f"python -m sweep run --grid {grid.path} --name {name} --fidelity {fidelity}"
+    if (sdir / "sweep.json").exists():
+        info = folder.read_info(sdir)
+        if folder.expected_ids(info) != [t.trial_id for t in trials]:
+            raise SweepError(f"sweep {name!r} at {sdir} holds a different grid or fidelity "
+                             f"({info['grid']}, {info['fidelity']}); choose another --name")
+    return sdir, trials, command
 
 
 def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
               memory_gb: float = 2.0, storage: str | None = None, indices: list[int] | None = None,
-              log=print) -> L.Ledger:
-    command = f"python -m sweep run --grid {grid.path} --name {name} --fidelity {fidelity}"
-    sdir, trials = start_sweep(grid, name, fidelity, command, indices)
-    before = L.ledger(sdir)
-    by_id = {t.trial_id: t for t in trials}
-    rows = L.read_rows(sdir)
-    pending = [by_id[t] for t in before.pending]
-    log(f"[{name}] {before.line()}; running {len(pending)}")
-    if pending:
-        _tune(pending, rows, sdir, name, cpus_per_trial, memory_gb, storage, len(trials),
-              len(trials) - len(pending), log)
-    _write_table(sdir)
-    after = L.ledger(sdir)
+              log=print) -> Ledger:
+    """Run or resume a sweep; returns the ledger after it. KeyboardInterrupt is re-raised after
+    the ledger and the resume command are printed."""
+    check_flags(cpus_per_trial, memory_gb, storage)
+    sdir, trials, command = start_sweep(grid, name, fidelity, indices)
+    existed = sdir.exists()
+    try:
+        with folder.driver_lock(sdir):
+            return _run_locked(grid, name, fidelity, sdir, trials, command, cpus_per_trial,
+                               memory_gb, storage, log)
+    except KeyboardInterrupt:
+        try:
+            line = folder.ledger(folder.read_rows(sdir), folder.read_info(sdir)).line()
+        except (FrillError, OSError):
+            line = "nothing run yet"
+        log(f"[{name}] interrupted; {line}; resume with: {command}", flush=True)
+        raise
+    finally:
+        if not existed and not (sdir / "sweep.json").exists():
+            shutil.rmtree(sdir, ignore_errors=True)   # refused before anything was written
+
+
+def _run_locked(grid, name, fidelity, sdir, trials, command, cpus, memory_gb, storage, log) -> Ledger:
+    for note in folder.recover(sdir):
+        log(f"[{name}] {note}")
+    where = _start_ray(log)
+    try:
+        check_resources(cpus, memory_gb, where)
+        if (sdir / "sweep.json").exists():
+            info = folder.read_info(sdir)
+        else:
+            info = folder.write_info(sdir, dict(
+                name=name, grid=grid.name, grid_path=str(grid.path), fidelity=fidelity,
+                expected_trial_ids=[t.trial_id for t in trials],
+                trials={t.trial_id: t.describe() for t in trials}, started_at=folder.now(),
+                command=command))
+        rows = folder.read_rows(sdir)
+        if rows:
+            folder.rebuild(sdir)   # once per run: the table may lag a killed driver's last landing
+        before = folder.ledger(rows, info)
+        by_id = {t.trial_id: t for t in trials}
+        pending = [by_id[t] for t in before.pending]
+        log(f"[{name}] {before.line()}; running {len(pending)}")
+        if pending:
+            _tune(pending, rows, sdir, name, cpus, memory_gb, storage, len(trials),
+                  len(trials) - len(pending), log)
+    finally:
+        ray.shutdown()
+    after = folder.ledger(folder.read_rows(sdir), info)
     log(f"[{name}] {after.line()}")
     try:
         from results import report
@@ -178,42 +250,35 @@ def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
 
 def _tune(pending, rows, sdir, name, cpus, memory_gb, storage, total, already, log) -> None:
     first = pending[0]
-    address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address or None, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False, ignore_reinit_error=True)
+    # On a cluster the teacher targets are built in parallel on every node; on one
+    # machine a second TF process per core would cost more than it saves.
+    nodes = sum(n["Alive"] for n in ray.nodes())
+    if nodes > 1:
+        log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
+            "as Ray tasks across them")
+    ctx = prepare(first, log=log, embed=_embed_on_cluster if nodes > 1 else None)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+    configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(), sweep=name,
+                    attempt=int(rows.get(t.trial_id, {}).get("attempt", 0)) + 1) for t in pending]
+    storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
+    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
+                                    {"cpu": cpus, "memory": int(memory_gb * 2**30)})
+    # Tune's default console output (experiment banner, tables) would bury our progress
+    # line; its legacy reporter at verbose=0 prints nothing.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(configs)},
+        # A fresh process per trial (~4 s of TF start): reused actors grew by ~50 MB a
+        # trial (tf.data copies, allocator) until Ray's OOM killer struck at 10 GB.
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[Recorder(sdir, total, already, log)]))
+    log(f"[{name}] {len(pending)} trials on Ray ({slots} at a time, {cpus} CPU each), storage {storage}")
     try:
-        # On a cluster the teacher targets are built in parallel on every node; on one
-        # machine a second TF process per core would cost more than it saves.
-        nodes = sum(n["Alive"] for n in ray.nodes())
-        if nodes > 1:
-            log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
-                "as Ray tasks across them")
-        ctx = prepare(first, log=log, embed=_embed_on_cluster if nodes > 1 else None)
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
-        configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(), sweep=name,
-                        attempt=int(rows.get(t.trial_id, {}).get("attempt", 0)) + 1) for t in pending]
-        storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
-        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
-                                        {"cpu": cpus, "memory": int(memory_gb * 2**30)})
-        # Tune's default console output (experiment banner, tables) would bury our progress
-        # line; its legacy reporter at verbose=0 prints nothing.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"job": tune.grid_search(configs)},
-            # A fresh process per trial (~4 s of TF start): reused actors grew by ~50 MB a
-            # trial (tf.data copies, allocator) until Ray's OOM killer struck at 10 GB.
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=slots, reuse_actors=False),
-            run_config=tune.RunConfig(
-                name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0),
-                callbacks=[Recorder(sdir, total, already, log)]))
-        log(f"[{name}] {len(pending)} trials on Ray ({slots} at a time, {cpus} CPU each), storage {storage}")
-        try:
-            tuner.fit()
-        except Exception as e:  # noqa: BLE001 - e.g. Tune cannot handle an OOM-killed worker
-            # The landed trial folders are the ledger: report, and let the caller say resume.
-            msg = (str(e).strip().splitlines() or [""])[0][:300]
-            log(f"[{name}] Ray Tune stopped early ({type(e).__name__}: {msg})")
-    finally:
-        ray.shutdown()
+        tuner.fit()
+    except Exception as e:  # noqa: BLE001 - e.g. Tune cannot handle an OOM-killed worker
+        # The landed trial folders are the ledger: report, and let the caller say resume.
+        log(f"[{name}] Ray Tune stopped early ({type(e).__name__}: {first_line(e)})")

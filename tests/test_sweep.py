@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep import ledger
+from results import folder
 
 TINY = """\
 name: {name}
@@ -33,7 +33,7 @@ def _run(grid: Path, runs: Path, *extra, env=None, **kw):
 
 
 def _rows(sdir: Path) -> dict:
-    return ledger.read_rows(sdir)
+    return folder.read_rows(sdir)
 
 
 def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
@@ -41,7 +41,7 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
     runs_dir, code, out = smoke_sweep
     assert code == 0, out
     sdir = runs_dir / "smoke"
-    led = ledger.ledger(sdir)
+    led = folder.ledger(folder.read_rows(sdir), folder.read_info(sdir))
     assert len(led.expected) == 2 and len(led.done) == 2, out
     df = results.load(str(sdir))
     assert sorted(df.trial_id) == sorted(led.expected)
