@@ -205,7 +205,7 @@ def read_rows(folder: str | os.PathLike) -> dict[str, dict]:
 
 
 def land(sdir: Path, trial_id: str, fill: Callable[[Path], None]) -> dict:
-    """fill(tmp) writes a trial folder (row.json at least); it lands as trials/<trial_id> in one
+    """fill(folder) writes a trial folder (row.json at least); it lands as trials/<trial_id> in one
     rename, with landed.json recording each file's sha256. Returns the row.
 
     A replaced folder (an errored attempt being retried) is first moved aside, so a kill at any
@@ -214,17 +214,17 @@ def land(sdir: Path, trial_id: str, fill: Callable[[Path], None]) -> dict:
     """
     tdir = sdir / "trials"
     tdir.mkdir(parents=True, exist_ok=True)
-    tmp = tdir / f".landing-{trial_id}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    fill(tmp)
-    row = json.loads((tmp / "row.json").read_text())
-    sums = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    atomic_write(tmp / LANDED, json.dumps({"trial_id": trial_id, "landed_at": now(), "sha256": sums}, indent=1))
+    staged = tdir / f".landing-{trial_id}-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    fill(staged)
+    row = json.loads((staged / "row.json").read_text())
+    sums = {p.relative_to(staged).as_posix(): sha256_file(p) for p in sorted(staged.rglob("*")) if p.is_file()}
+    atomic_write(staged / LANDED, json.dumps({"trial_id": trial_id, "landed_at": now(), "sha256": sums}, indent=1))
     dest, old = tdir / trial_id, tdir / f".replaced-{trial_id}"
     if dest.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dest, old)
-    os.replace(tmp, dest)
+    os.replace(staged, dest)
     shutil.rmtree(old, ignore_errors=True)
     return row
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 from results.errors import first_line
 from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
 from teacher.errors import TeacherError
-from teacher.teachers import OFFLINE_HINT, TRILL_KEY, BatchedTeacher, is_url
+from teacher.base import OFFLINE_HINT, TRILL_KEY, BatchedTeacher, is_url
 
 REACH_TIMEOUT_S = 5.0
 
