@@ -48,10 +48,6 @@ class Student:
     train_model: keras.Model
     embed_model: keras.Model
 
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.embed_model.output_shape[-1])
-
     def callbacks(self, total_steps: int) -> list[keras.callbacks.Callback]:
         """Training callbacks the trainer must pass to fit (the low-rank handoff)."""
         if total_steps < 1:
