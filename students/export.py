@@ -42,15 +42,15 @@ def export_tflite(student: Student, path: str | Path,
 
     representative: model inputs ([N, 96, 64] log-mel, or [N, CROP_SAMPLES] waveforms with
     the frontend) used to calibrate int8 ranges; required for QAT students, unused otherwise.
-    A low-rank student whose handoff is unfinished (alpha > 0) is finished first (warning).
+    A low-rank student whose handoff is unfinished (blend > 0) is finished first (warning).
     """
     start = time.perf_counter()
     path = Path(path)
     cfg = student.cfg
     if cfg.compression == "lowrank":
-        alpha = compression.finish_handoff(student.train_model)
-        if alpha > 0:
-            warnings.warn(f"low-rank handoff was unfinished (alpha={alpha:.3g}); exported the "
+        blend = compression.finish_handoff(student.train_model)
+        if blend > 0:
+            warnings.warn(f"low-rank handoff was unfinished (blend={blend:.3g}); exported the "
                           "rank-r SVD of the blended kernel", stacklevel=2)
     # Freeze one traced inference function. `from_keras_model` always serialises a Keras
     # SavedModel first (whatever experimental_lower_to_saved_model says), and tracing every
