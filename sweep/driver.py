@@ -156,7 +156,7 @@ def check_resources(cpus_per_trial: int, memory_gb: float, where: str) -> None:
                          f"to Ray ({mem:.1f} GiB): use --memory-gb {max(mem * 0.9, 0.1):.1f} or less")
 
 
-def _start_ray(log) -> str:
+def _start_ray() -> str:
     """Join RAY_ADDRESS's cluster, or start a local Ray bound to 127.0.0.1; returns where."""
     address = os.environ.get("RAY_ADDRESS") or None
     local = {} if address else {"_node_ip_address": LOCALHOST}
@@ -212,8 +212,9 @@ def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
 def _run_locked(grid, name, fidelity, sdir, trials, command, cpus, memory_gb, storage, log) -> Ledger:
     for note in folder.recover(sdir):
         log(f"[{name}] {note}")
-    where = _start_ray(log)
+    rows = folder.read_rows(sdir)   # every landed row verified before Ray starts
     try:
+        where = _start_ray()
         check_resources(cpus, memory_gb, where)
         if (sdir / "sweep.json").exists():
             info = folder.read_info(sdir)
@@ -223,7 +224,6 @@ def _run_locked(grid, name, fidelity, sdir, trials, command, cpus, memory_gb, st
                 expected_trial_ids=[t.trial_id for t in trials],
                 trials={t.trial_id: t.describe() for t in trials}, started_at=folder.now(),
                 command=command))
-        rows = folder.read_rows(sdir)
         if rows:
             folder.rebuild(sdir)   # once per run: the table may lag a killed driver's last landing
         before = folder.ledger(rows, info)
@@ -235,12 +235,14 @@ def _run_locked(grid, name, fidelity, sdir, trials, command, cpus, memory_gb, st
                   len(trials) - len(pending), log)
     finally:
         ray.shutdown()
-    after = folder.ledger(folder.read_rows(sdir), info)
+    rows = folder.read_rows(sdir)
+    after = folder.ledger(rows, info)
     log(f"[{name}] {after.line()}")
     try:
-        from results import report
-        paths = report.write_report(sdir)
-        log(f"[{name}] report: {paths.get('html')}")
+        if rows:
+            from results import report
+            paths = report.write_report(sdir)
+            log(f"[{name}] report: {paths.get('html')}")
     except Exception as e:  # noqa: BLE001 - a report failure must not hide the sweep's result
         log(f"[{name}] report not written: {e}")
     if after.missing:
