@@ -45,7 +45,10 @@ def _baselines(dset: DistillSet, tasks, teacher_spec: str, latency_runs: int, lo
     from students import evaluate, measure
     path = Path(dset.path) / f"baselines-{evaluate.PROBE_VERSION}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            log(f"baselines: {path} is damaged; measuring them again")   # a cache: redo it
     from teacher.teachers import get_teacher
 
     t = get_teacher(teacher_spec)
