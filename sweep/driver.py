@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import replace
@@ -156,12 +157,32 @@ def check_resources(cpus_per_trial: int, memory_gb: float, where: str) -> None:
                          f"to Ray ({mem:.1f} GiB): use --memory-gb {max(mem * 0.9, 0.1):.1f} or less")
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Ray retries an unreachable GCS for minutes; a plain TCP connect answers in seconds."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return   # 'auto' and unusual forms: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SweepError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({e.strerror or e}); "
+                         "check the address and that its head node runs, or unset RAY_ADDRESS to run "
+                         "on this machine") from None
+
+
 def _start_ray() -> str:
     """Join RAY_ADDRESS's cluster, or start a local Ray bound to 127.0.0.1; returns where."""
     address = os.environ.get("RAY_ADDRESS") or None
     local = {} if address else {"_node_ip_address": LOCALHOST}
-    ray.init(address=address, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False, ignore_reinit_error=True, **local)
+    if address:
+        check_reachable(address)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False, ignore_reinit_error=True, **local)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError
+        where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
+        raise SweepError(f"cannot start or join {where} ({type(e).__name__}: {first_line(e, 200)})"
+                         + ("; check RAY_ADDRESS, or unset it to run on this machine" if address else ""))
     return f"the Ray cluster at {address}" if address else "this machine"
 
 

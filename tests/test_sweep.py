@@ -241,3 +241,11 @@ def test_local_ray_listens_on_loopback_only(tmp_path):
         if any(n in line for n in ('"gcs_server"', '"raylet"')):
             local = line.split()[3]
             assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")), line
+
+
+def test_unreachable_ray_address_is_one_line_in_seconds(runs_dir, tmp_path):
+    g = _grid(tmp_path, "away", "  alpha: [0.25]")
+    t0 = time.time()
+    p = _cli("run", "--grid", str(g), runs=runs_dir, env={"RAY_ADDRESS": "127.0.0.1:1"})
+    _one_line_error(p, "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:1", "unset RAY_ADDRESS")
+    assert time.time() - t0 < 60 and not (runs_dir / "away").exists()
