@@ -7,10 +7,8 @@ linear probe (standardise + logistic regression) fit on the train split, scored 
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
