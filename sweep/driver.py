@@ -216,8 +216,12 @@ def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
     existed = sdir.exists()
     try:
         with folder.driver_lock(sdir):
-            return _run_locked(grid, name, fidelity, sdir, trials, command, cpus_per_trial,
-                               memory_gb, storage, log)
+            try:
+                return _run_locked(grid, name, fidelity, sdir, trials, command, cpus_per_trial,
+                                   memory_gb, storage, log)
+            finally:   # still holding the lock: no other driver's folder is touched
+                if not existed and not (sdir / "sweep.json").exists():
+                    shutil.rmtree(sdir, ignore_errors=True)   # refused before anything was written
     except KeyboardInterrupt:
         try:
             line = folder.ledger(folder.read_rows(sdir), folder.read_info(sdir)).line()
@@ -225,9 +229,6 @@ def run_sweep(grid: Grid, name: str, fidelity: str, *, cpus_per_trial: int = 1,
             line = "nothing run yet"
         log(f"[{name}] interrupted; {line}; resume with: {command}", flush=True)
         raise
-    finally:
-        if not existed and not (sdir / "sweep.json").exists():
-            shutil.rmtree(sdir, ignore_errors=True)   # refused before anything was written
 
 
 def _run_locked(grid, name, fidelity, sdir, trials, command, cpus, memory_gb, storage, log) -> Ledger:
@@ -237,8 +238,11 @@ def _run_locked(grid, name, fidelity, sdir, trials, command, cpus, memory_gb, st
     try:
         where = _start_ray()
         check_resources(cpus, memory_gb, where)
-        if (sdir / "sweep.json").exists():
+        if (sdir / "sweep.json").exists():   # read again under the lock: another driver may have written it
             info = folder.read_info(sdir)
+            if folder.expected_ids(info) != [t.trial_id for t in trials]:
+                raise SweepError(f"sweep {name!r} at {sdir} holds a different grid or fidelity "
+                                 f"({info['grid']}, {info['fidelity']}); choose another --name")
         else:
             info = folder.write_info(sdir, dict(
                 name=name, grid=grid.name, grid_path=str(grid.path), fidelity=fidelity,

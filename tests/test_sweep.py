@@ -225,27 +225,31 @@ def test_ctrl_c_before_the_first_trial_lands_prints_ledger_and_resume(tmp_path, 
 
 
 def test_local_ray_listens_on_loopback_only(tmp_path):
-    code = ("from sweep import driver\nimport ray, subprocess, shutil\n"
+    # Only this Ray's processes (the driver's descendants): other sweeps may share the machine.
+    code = ("from sweep import driver\nimport os, ray, subprocess, shutil\n"
             "print('where', driver._start_ray())\n"
             "print('node', ray.nodes()[0]['NodeManagerAddress'])\n"
             "print('gcs', ray.get_runtime_context().gcs_address)\n"
+            "kids = {}\n"
+            "for d in os.listdir('/proc'):\n"
+            "    try:\n"
+            "        kids.setdefault(int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1]), []).append(int(d))\n"
+            "    except (OSError, ValueError, IndexError):\n"
+            "        pass\n"
+            "mine, todo = set(), [os.getpid()]\n"
+            "while todo:\n"
+            "    p = todo.pop(); mine.add(p); todo += kids.get(p, [])\n"
             "if shutil.which('ss'):\n"
-            "    print(subprocess.run(['ss', '-ltnp'], capture_output=True, text=True).stdout)\n"
+            "    for line in subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True).stdout.splitlines():\n"
+            "        if any(f'pid={p},' in line for p in mine):\n"
+            "            print('listen', line.split()[3], line.split()[-1])\n"
             "ray.shutdown()\n")
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "where this machine" in p.stdout and "node 127.0.0.1" in p.stdout, p.stdout
     assert "gcs 127.0.0.1:" in p.stdout, p.stdout
-    for line in p.stdout.splitlines():
-        if any(n in line for n in ('"gcs_server"', '"raylet"')):
-            local = line.split()[3]
-            assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")), line
-
-
-def test_unreachable_ray_address_is_one_line_in_seconds(runs_dir, tmp_path):
-    g = _grid(tmp_path, "away", "  alpha: [0.25]")
-    t0 = time.time()
-    p = _cli("run", "--grid", str(g), runs=runs_dir, env={"RAY_ADDRESS": "127.0.0.1:1"})
-    _one_line_error(p, "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:1", "unset RAY_ADDRESS")
-    assert time.time() - t0 < 60 and not (runs_dir / "away").exists()
+    listening = [line.split()[1:] for line in p.stdout.splitlines() if line.startswith("listen ")]
+    assert all(addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for addr, _ in listening), listening
+    if listening:   # ss is there: the GCS and the raylet were seen
+        assert {"gcs_server", "raylet"} <= {n for _, who in listening for n in ("gcs_server", "raylet") if n in who}
