@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     reb.add_argument("sweep", help="sweep name or folder")
     sub.add_parser("schema", help="print the column table (as in results/README.md)")
     args = ap.parse_args(argv)
-    # A skipped half-written row.json is worth one line, not a source listing.
+    # A warning (e.g. from plotting) is worth one line, not a source listing.
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
     try:
         if args.cmd == "report":
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = write_report(args.name, args.out, quality=args.quality)
             print(f"wrote {paths['html']} and {paths['md']}")
         elif args.cmd == "rebuild":
-            from results.table import rebuild
+            from results.folder import rebuild
 
             df = rebuild(args.sweep)
             print(f"rebuilt {df.attrs['sweep_dir']}/results.parquet: {len(df)} trials "

@@ -20,7 +20,8 @@ import pandas as pd
 from results.pareto import best_under, check_quality, frontier, pareto_mask
 from results.plots import is_frill, plot_all
 from results.schema import BYTES_PER_MB
-from results.table import Ledger, ledger, load, resolve, sweep_info
+from results.files import atomic_write
+from results.folder import Ledger, ledger, load, resolve, sweep_info
 
 LATENCY_BUDGETS_MS = (1.0, 2.0, 5.0, 10.0)
 SIZE_BUDGETS_MB = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
@@ -97,12 +98,6 @@ def _distinct(df: pd.DataFrame, col: str) -> str:
         return "—"
     vals = sorted({_fmt(v) for v in df[col].dropna()})
     return ", ".join(vals) if vals else "—"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _budget_table(df: pd.DataFrame, quality: str, budgets, key: str, unit: str) -> pd.DataFrame:
@@ -203,8 +198,8 @@ def write_report(name_or_path: str | os.PathLike, out_dir: str | os.PathLike | N
 
     doc.html.append("</body></html>")
     paths = {"html": out / "report.html", "md": out / "report.md"}
-    _atomic_write(paths["html"], "\n".join(doc.html))
-    _atomic_write(paths["md"], "\n".join(doc.md))
+    atomic_write(paths["html"], "\n".join(doc.html))
+    atomic_write(paths["md"], "\n".join(doc.md))
     return paths
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from results.errors import FrillError
+
 SCHEMA_VERSION = 2
 BYTES_PER_MB = 2**20  # the paper's "MB" is binary (FRILL's 38.5 MB = 38.5 MiB)
 
@@ -19,7 +21,7 @@ BYTES_PER_MB = 2**20  # the paper's "MB" is binary (FRILL's 38.5 MB = 38.5 MiB)
 DTYPES = {"str": "str", "int": "Int64", "float": "float64", "bool": "boolean", "time": "datetime64[us, UTC]"}
 
 
-class ResultsError(ValueError):
+class ResultsError(FrillError):
     """Bad input to results/ (unknown sweep, no table, bad column); the message is one line."""
 
 

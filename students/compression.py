@@ -1,11 +1,11 @@
 """Low-rank compression of the bottleneck: FRILL's compression op, as four Keras layers.
 
 During training the bottleneck output is the blend
-    alpha * (x @ W + b_W) + (1 - alpha) * ((x @ B) @ C + b_C)
-with W: in x out, B: in x r, C: r x out. `LowRankHandoff` steps alpha from 1 to 0 over the
+    blend * (x @ W + b_W) + (1 - blend) * ((x @ B) @ C + b_C)
+with W: in x out, B: in x r, C: r x out. `LowRankHandoff` steps blend from 1 to 0 over the
 first HANDOFF_FRACTION of training; before each step it resets B, C (and b_C) from the
 truncated SVD of W, so the factors take over from the best rank-r approximation of what the
-full layer has learned (the reference's handoff). After the last step alpha is 0 and B, C
+full layer has learned (the reference's handoff). After the last step blend is 0 and B, C
 train alone. The factored path is its own subgraph (Dense(r, no bias) -> Dense(out)): the
 student's embed_model ends there, so W never reaches the TFLite file. Each of the four is a
 plain Dense (or a one-variable blend), so QAT needs nothing special for them.
@@ -24,16 +24,16 @@ from tf_keras import layers
 
 FULL, FACTOR_B, FACTOR_C, BLEND = ("bottleneck_full", "bottleneck_b", "bottleneck_c",
                                    "bottleneck")
-HANDOFF_FRACTION = 0.6   # alpha reaches 0 at 60% of training; the factors train alone after
-HANDOFF_UPDATES = 20     # number of alpha decrements (each preceded by an SVD reset)
+HANDOFF_FRACTION = 0.6   # blend reaches 0 at 60% of training; the factors train alone after
+HANDOFF_UPDATES = 20     # number of blend decrements (each preceded by an SVD reset)
 
 
 @keras.utils.register_keras_serializable("frill")
 class LowRankBlend(layers.Layer):
-    """alpha * full + (1 - alpha) * factored, alpha a non-trainable scalar set by the callback."""
+    """blend * full + (1 - blend) * factored, blend a non-trainable scalar set by the callback."""
 
     def build(self, input_shape):
-        self.alpha = self.add_weight(name="alpha", shape=(), initializer="ones",
+        self.blend = self.add_weight(name="blend", shape=(), initializer="ones",
                                      trainable=False)
         # Explicit super(): Keras may autograph-convert build(), and converted code loses
         # the implicit __class__ cell that bare super() needs.
@@ -41,7 +41,7 @@ class LowRankBlend(layers.Layer):
 
     def call(self, inputs):
         full, factored = inputs
-        return self.alpha * full + (1.0 - self.alpha) * factored
+        return self.blend * full + (1.0 - self.blend) * factored
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
@@ -86,7 +86,7 @@ def truncated_svd(w: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def weight(layer: keras.layers.Layer, attr: str) -> tf.Variable:
-    """A layer's float variable by attribute name ('kernel', 'bias', 'alpha').
+    """A layer's float variable by attribute name ('kernel', 'bias', 'blend').
 
     Works for tfmot QuantizeWrappers too, whose inner layer's `kernel` attribute is replaced
     by the fake-quantised tensor after the first call; the variable stays in `weights`.
@@ -101,10 +101,10 @@ class _Bottleneck:
     """The four low-rank layers' variables, found by name in a float or quantized model."""
 
     def __init__(self, model: keras.Model):
-        full, b, c, blend = (find_layer(model, n) for n in (FULL, FACTOR_B, FACTOR_C, BLEND))
+        full, b, c, mix = (find_layer(model, n) for n in (FULL, FACTOR_B, FACTOR_C, BLEND))
         self.w, self.w_bias = weight(full, "kernel"), weight(full, "bias")
         self.b, self.c, self.c_bias = weight(b, "kernel"), weight(c, "kernel"), weight(c, "bias")
-        self.alpha = weight(blend, "alpha")
+        self.blend = weight(mix, "blend")
 
     def reset_factors(self) -> None:
         """B, C <- truncated SVD of W; C's bias <- W's bias (the handoff keeps the layer's map)."""
@@ -115,7 +115,7 @@ class _Bottleneck:
 
 
 class LowRankHandoff(keras.callbacks.Callback):
-    """Steps alpha 1 -> 0 over the first HANDOFF_FRACTION of `total_steps`, resetting B, C first."""
+    """Steps blend 1 -> 0 over the first HANDOFF_FRACTION of `total_steps`, resetting B, C first."""
 
     def __init__(self, model: keras.Model, total_steps: int):
         super().__init__()
@@ -129,7 +129,7 @@ class LowRankHandoff(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         # Factors start from the SVD of the initial W, so the blend never jumps.
-        if float(self._vars.alpha.numpy()) > 0.0:
+        if float(self._vars.blend.numpy()) > 0.0:
             self._vars.reset_factors()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -137,26 +137,26 @@ class LowRankHandoff(keras.callbacks.Callback):
         if self._step in self._update_steps and self._done < self._updates:
             self._done += 1
             self._vars.reset_factors()
-            self._vars.alpha.assign(max(0.0, 1.0 - self._done / self._updates))
+            self._vars.blend.assign(max(0.0, 1.0 - self._done / self._updates))
 
 
 def finish_handoff(model: keras.Model) -> float:
-    """Make the factored path the model's output (alpha = 0); returns the alpha it had.
+    """Make the factored path the model's output (blend = 0); returns the blend it had.
 
     If training stopped before the handoff ended, the factors take the truncated SVD of the
     current blended kernel, the closest rank-r layer to what the model computes now.
     """
     v = _Bottleneck(model)
-    alpha = float(v.alpha.numpy())
-    if alpha > 0.0:
-        kernel = alpha * v.w.numpy() + (1 - alpha) * (v.b.numpy() @ v.c.numpy())
-        bias = alpha * v.w_bias.numpy() + (1 - alpha) * v.c_bias.numpy()
+    blend = float(v.blend.numpy())
+    if blend > 0.0:
+        kernel = blend * v.w.numpy() + (1 - blend) * (v.b.numpy() @ v.c.numpy())
+        bias = blend * v.w_bias.numpy() + (1 - blend) * v.c_bias.numpy()
         factor_b, factor_c = truncated_svd(kernel, v.b.shape[-1])
         v.b.assign(factor_b)
         v.c.assign(factor_c)
         v.c_bias.assign(bias)
-        v.alpha.assign(0.0)
-    return alpha
+        v.blend.assign(0.0)
+    return blend
 
 
 def find_layer(model: keras.Model, name: str) -> keras.layers.Layer:

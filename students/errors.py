@@ -1,7 +1,7 @@
 """Errors raised by the measurement and evaluation stages (one-line, actionable messages)."""
 from __future__ import annotations
 
-from teacher.errors import FrillError
+from results.errors import FrillError
 
 
 class MeasureError(FrillError):

@@ -7,102 +7,17 @@ linear probe (standardise + logistic regression) fit on the train split, scored 
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from students.errors import EvalError, MeasureError
-from students.measure import _load, _one_line
+from students.errors import EvalError
+from students.tflite import TFLiteEmbedder  # noqa: F401  (the trial calls evaluate.TFLiteEmbedder)
 from teacher.audio import CROP_SAMPLES, clip_to_crops
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
-
-
-class TFLiteEmbedder:
-    """Callable: inputs [N, *model input shape] (log-mel [N,96,64] or crops [N,15600], as the
-    model's input says) -> float32 embeddings [N, E]. Quantised int8 inputs/outputs are mapped
-    with the file's (scale, zero_point). Runs `batch_size` items per invoke, padding the last."""
-
-    def __init__(self, path: str | os.PathLike, batch_size: int = 64, threads: int = 1) -> None:
-        self.path = Path(path)
-        self.threads = threads
-        self._setup(batch_size)
-
-    def _setup(self, batch: int) -> None:
-        try:
-            interp = _load(self.path, num_threads=self.threads)
-        except MeasureError as e:
-            raise EvalError(str(e)) from None
-        ins = interp.get_input_details()
-        if len(ins) != 1:
-            raise EvalError(f"{self.path.name}: expected one input tensor, found {len(ins)}")
-        self.input_shape = tuple(int(s) for s in ins[0]["shape"][1:])
-        if batch > 1:
-            try:
-                interp.resize_tensor_input(ins[0]["index"], [batch, *self.input_shape], strict=False)
-            except Exception:  # noqa: BLE001 - a fixed-batch model: go one item per invoke
-                return self._setup(1)
-        interp.allocate_tensors()
-        self._interp, self._in, self._out = interp, interp.get_input_details()[0], interp.get_output_details()[0]
-        self.batch_size = int(self._in["shape"][0])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
-        if x.shape[1:] != self.input_shape:
-            if x.ndim < 2 or int(np.prod(x.shape[1:])) != int(np.prod(self.input_shape)):
-                raise EvalError(f"{self.path.name}: input items of shape {x.shape[1:]} do not fit "
-                                f"the model input {self.input_shape}")
-            x = x.reshape(len(x), *self.input_shape)  # e.g. [N,96,64] into [N,96,64,1]
-        chunks = []
-        for start in range(0, len(x), self.batch_size):
-            try:
-                chunks.append(self._run(x[start:start + self.batch_size]))
-            except EvalError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                if self.batch_size > 1:  # batch > 1 allocated, but the graph will not run it
-                    self._setup(1)
-                    return self(x)
-                raise EvalError(f"{self.path.name}: inference failed ({_one_line(e)})") from None
-        if not chunks:
-            return np.zeros((0, int(np.prod(self._out["shape"][1:]))), np.float32)
-        out = np.concatenate(chunks)
-        if not np.all(np.isfinite(out)):
-            raise EvalError(f"{self.path.name}: produced non-finite embeddings")
-        return out
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        if n < self.batch_size:  # the interpreter was allocated once for a full batch
-            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
-        self._interp.set_tensor(self._in["index"], _quantize(x, self._in))
-        self._interp.invoke()
-        y = self._interp.get_tensor(self._out["index"])
-        if y.shape[0] != self.batch_size:
-            raise RuntimeError(f"output batch {y.shape[0]} != input batch {self.batch_size}")
-        return _dequantize(y, self._out)[:n].reshape(n, -1)
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dt = np.dtype(detail["dtype"])
-    if not np.issubdtype(dt, np.integer):
-        return x.astype(dt)
-    scale, zero = detail["quantization"]
-    if scale == 0:
-        raise EvalError(f"integer input tensor {detail['name']!r} has no quantisation scale")
-    info = np.iinfo(dt)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dt)
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
-    return y.astype(np.float32)
 
 
 def distill_quality(embed_fn: EmbedFn, projection: tuple[np.ndarray, np.ndarray],

@@ -2,8 +2,8 @@
 
 Non-QAT students export float32. QAT students export full-integer: int8 weights and
 activations, int8 input and output tensors (the with-frontend variant keeps float32 waveform
-input and float frontend ops; see students/README.md). Runtime: ai_edge_litert, never
-tf.lite.Interpreter (deprecated).
+input and float frontend ops; see students/README.md). The converted file is read
+through students/tflite.py.
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
 
 from students import compression
+from results.files import atomic_write
 from students.model import Student, input_shape, projection_weights
+from students.tflite import TFLiteEmbedder
 
-__all__ = ["ExportResult", "export_tflite", "tflite_op_types", "check_export",
-           "run_tflite", "projection_weights"]
+__all__ = ["ExportResult", "export_tflite", "check_export", "projection_weights"]
 
 REPRESENTATIVE_MAX = 200   # calibration examples used by the converter (more adds time only)
 
@@ -42,15 +42,15 @@ def export_tflite(student: Student, path: str | Path,
 
     representative: model inputs ([N, 96, 64] log-mel, or [N, CROP_SAMPLES] waveforms with
     the frontend) used to calibrate int8 ranges; required for QAT students, unused otherwise.
-    A low-rank student whose handoff is unfinished (alpha > 0) is finished first (warning).
+    A low-rank student whose handoff is unfinished (blend > 0) is finished first (warning).
     """
     start = time.perf_counter()
     path = Path(path)
     cfg = student.cfg
     if cfg.compression == "lowrank":
-        alpha = compression.finish_handoff(student.train_model)
-        if alpha > 0:
-            warnings.warn(f"low-rank handoff was unfinished (alpha={alpha:.3g}); exported the "
+        blend = compression.finish_handoff(student.train_model)
+        if blend > 0:
+            warnings.warn(f"low-rank handoff was unfinished (blend={blend:.3g}); exported the "
                           "rank-r SVD of the blended kernel", stacklevel=2)
     # Freeze one traced inference function. `from_keras_model` always serialises a Keras
     # SavedModel first (whatever experimental_lower_to_saved_model says), and tracing every
@@ -78,13 +78,7 @@ def export_tflite(student: Student, path: str | Path,
             converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     flatbuffer = converter.convert()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(flatbuffer)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, flatbuffer)
     return ExportResult(path, len(flatbuffer), time.perf_counter() - start)
 
 
@@ -97,49 +91,11 @@ def _check_inputs(student: Student, inputs: np.ndarray) -> np.ndarray:
     return inputs
 
 
-def tflite_op_types(path: str | Path) -> dict[str, set[str]]:
-    """op name -> dtype names of all input and output tensors of every op of that kind.
-
-    Weights count as inputs, so an int8 CONV_2D reports {'int8', 'int32'} (int32 = its bias).
-    """
-    interpreter = Interpreter(model_path=str(path))
-    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    ops: dict[str, set[str]] = {}
-    for op in interpreter._get_ops_details():
-        tensors = [i for i in (*op["inputs"], *op["outputs"]) if i >= 0]  # -1: absent optional
-        ops.setdefault(op["op_name"], set()).update(dtypes[i] for i in tensors if i in dtypes)
-    return ops
-
-
-def run_tflite(path: str | Path, inputs: np.ndarray) -> np.ndarray:
-    """Embeddings from a converted file, one example per invoke; handles int8 in/out scaling."""
-    interpreter = Interpreter(model_path=str(path))
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], [1, *inputs.shape[1:]])
-    interpreter.allocate_tensors()
-    results = []
-    for example in np.asarray(inputs, np.float32):
-        x = example[None]
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        results.append(y[0])
-    return np.stack(results)
-
-
 def check_export(student: Student, path: str | Path, inputs: np.ndarray) -> float:
     """Mean cosine similarity between Keras embed_model and the TFLite file on `inputs`."""
     inputs = _check_inputs(student, inputs)
     keras_out = student.embed_model(inputs, training=False).numpy().reshape(len(inputs), -1)
-    lite_out = run_tflite(path, inputs).reshape(len(inputs), -1)
+    lite_out = TFLiteEmbedder(path)(inputs).reshape(len(inputs), -1)
     num = np.sum(keras_out * lite_out, axis=1)
     den = np.linalg.norm(keras_out, axis=1) * np.linalg.norm(lite_out, axis=1)
     return float(np.mean(num / np.maximum(den, 1e-12)))

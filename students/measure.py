@@ -17,7 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from results.files import atomic_write, slug
 from students.errors import MeasureError
+from students.tflite import load_interpreter, ops_details, reason
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +31,6 @@ class Latency:
     runs: int
     threads: int       # interpreter threads; for 'tf-function' timings, TF's intra-op setting (0 = TF default)
     runtime: str       # 'litert <version>' or 'tensorflow <version>'
-
-
-def _one_line(e: BaseException) -> str:
-    """A one-line reason; converter errors bury the real cause after a file path, so fish it out."""
-    text = str(e)
-    m = re.search(r"error: ([^\n]+)", text)
-    line = m.group(1) if m else next((s for s in text.splitlines() if s.strip()), "")
-    return f"{type(e).__name__}: {line.strip()[:200]}"
 
 
 def _litert_version() -> str:
@@ -66,17 +60,6 @@ def count_params(keras_model: Any) -> int:
         seen.add(id(w))
         total += int(np.prod(w.shape))
     return total
-
-
-def _load(path: str | os.PathLike, **kwargs: Any):
-    from ai_edge_litert.interpreter import Interpreter
-    p = Path(path)
-    if not p.is_file():
-        raise MeasureError(f"TFLite file not found: {p}")
-    try:
-        return Interpreter(model_path=str(p), **kwargs)
-    except Exception as e:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError for bad files
-        raise MeasureError(f"cannot load {p.name} as a TFLite model ({_one_line(e)})") from None
 
 
 def _batch1(interp) -> int:
@@ -116,18 +99,18 @@ def count_macs(tflite_path: str | os.PathLike) -> int:
     ops inside control-flow subgraphs (LiteRT only lists the main graph's ops).
     """
     from ai_edge_litert.interpreter import OpResolverType
-    interp = _load(tflite_path,
+    interp = load_interpreter(tflite_path,
                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     try:
         batch = _batch1(interp)
         _random_inputs(interp, np.random.default_rng(0))
         interp.invoke()
         shapes = {t["index"]: tuple(int(s) for s in t["shape"]) for t in interp.get_tensor_details()}
-        ops = interp._get_ops_details()  # private, but the only op-level view LiteRT offers
+        ops = ops_details(interp)
     except MeasureError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise MeasureError(f"cannot run {Path(tflite_path).name} to read op shapes ({_one_line(e)})") from None
+        raise MeasureError(f"cannot run {Path(tflite_path).name} to read op shapes ({reason(e)})") from None
 
     hidden = sorted({op["op_name"] for op in ops} & {"WHILE", "IF", "CALL_ONCE"})
     if hidden:  # e.g. an LSTM teacher lowered to WHILE loops; students are plain conv nets
@@ -161,7 +144,7 @@ def latency(tflite_path: str | os.PathLike, threads: int = 1, warmup: int = 10,
     if threads < 1 or runs < 1 or warmup < 0:
         raise ValueError(f"need threads >= 1, runs >= 1, warmup >= 0; got {threads}, {runs}, {warmup}")
     name = Path(tflite_path).name
-    interp = _load(tflite_path, num_threads=threads)
+    interp = load_interpreter(tflite_path, num_threads=threads)
     try:
         batch = _batch1(interp)
         _random_inputs(interp, np.random.default_rng(0))
@@ -169,7 +152,7 @@ def latency(tflite_path: str | os.PathLike, threads: int = 1, warmup: int = 10,
     except MeasureError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise MeasureError(f"latency of {name} failed ({_one_line(e)})") from None
+        raise MeasureError(f"latency of {name} failed ({reason(e)})") from None
 
 
 def _time_calls(call: Callable[[], Any], warmup: int, runs: int, threads: int, runtime: str,
@@ -188,10 +171,6 @@ def _time_calls(call: Callable[[], Any], warmup: int, runs: int, threads: int, r
     return Latency(p50_ms=p50, p90_ms=p90, runs=runs, threads=threads, runtime=runtime)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "teacher"
-
-
 def _convert_teacher(teacher: Any, dest: Path) -> None:
     """Builtin ops only: the pip LiteRT runtime has no Flex delegate, so a SELECT_TF_OPS file
     would convert and then fail to run (checked with TF 2.21 / ai-edge-litert 2.3)."""
@@ -201,9 +180,7 @@ def _convert_teacher(teacher: Any, dest: Path) -> None:
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn], trackable)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     data = conv.convert()
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)   # atomic: concurrent sweeps never see half a file
+    atomic_write(dest, data)   # concurrent sweeps never see half a file
 
 
 def _time_tf_function(teacher: Any, warmup: int, runs: int) -> Latency:
@@ -237,13 +214,13 @@ def teacher_latency(teacher: Any, threads: int = 1, runs: int = 50, warmup: int 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(cache_dir) if cache_dir is not None else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        path = root / f"teacher-{_slug(str(getattr(teacher, 'name', 'teacher')))}.tflite"
+        path = root / f"teacher-{slug(str(getattr(teacher, 'name', 'teacher')), 'teacher')}.tflite"
         failed = path.with_name(path.name + ".failed")
         if not path.exists() and not failed.exists():
             try:
                 _convert_teacher(teacher, path)
             except Exception as e:  # noqa: BLE001 - any conversion failure -> time TF instead
-                failed.write_text(_one_line(e) + "\n")
+                failed.write_text(reason(e) + "\n")
         if path.exists() and not failed.exists():
             try:
                 return (latency(path, threads=threads, warmup=warmup, runs=runs), "tflite",
@@ -257,4 +234,4 @@ def teacher_latency(teacher: Any, threads: int = 1, runs: int = 50, warmup: int 
         except MeasureError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise MeasureError(f"teacher latency failed ({_one_line(e)})") from None
+            raise MeasureError(f"teacher latency failed ({reason(e)})") from None

@@ -39,7 +39,7 @@ class Student:
     embed_model: input -> [B, E] embedding: the graph that export_tflite converts and whose
                  weights are the student's size. For low-rank students it is the factored
                  path x @ B @ C (no W); it equals what the projection sees once the handoff
-                 has finished (alpha = 0), which callbacks() ensures by the end of fit and
+                 has finished (blend = 0), which callbacks() ensures by the end of fit and
                  export_tflite enforces.
     """
 

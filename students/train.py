@@ -12,7 +12,7 @@ import tf_keras as keras
 from students.compression import find_layer, weight
 from students.config import TrainConfig
 from students.model import PROJECTION
-from teacher.errors import FrillError
+from results.errors import FrillError
 
 
 class TrainingDiverged(FrillError):
@@ -47,7 +47,7 @@ def set_threads(threads: int) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
-        pass  # already initialised in this process (reused worker): keep the first setting
+        pass  # TF's pools are already running in this process: keep the first setting
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from teacher.errors import FrillError
+from results.errors import FrillError
 
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
@@ -26,63 +26,82 @@ def cmd_list(a) -> int:
 
 
 def cmd_trial(a) -> int:
+    import shutil
+    import tempfile
     from dataclasses import replace
+    from pathlib import Path
 
-    from sweep import grid, ledger
+    from results import folder
+    from sweep import SweepError, grid
     from sweep.context import prepare
     from sweep.trial import load_float_weights, run_trial
     g = grid.load(a.grid, a.fidelity)
+    if a.threads < 1:
+        raise SweepError(f"--threads must be >= 1, got {a.threads}")
     if not 0 <= a.index < len(g.trials):
-        raise ledger.SweepError(f"--index {a.index} is out of range: {a.grid} has {len(g.trials)} trials (0..{len(g.trials) - 1})")
+        raise SweepError(f"--index {a.index} is out of range: {a.grid} has {len(g.trials)} trials (0..{len(g.trials) - 1})")
     t = g.trials[a.index]
     t = replace(t, train=replace(t.train, threads=a.threads))
     log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
     ctx = prepare(g.sweep, log=log)
-    trials = ledger.sweep_dir("debug") / "trials"
+    sdir = folder.sweep_dir("debug")
+
+    def run(trial, init=None) -> dict:
+        tid = trial.trial_id(g.sweep)
+        work = Path(tempfile.mkdtemp(prefix=f"trial-{tid}-"))
+        try:   # run aside, then land whole: the debug folder never holds half a trial
+            run_trial(trial, ctx, work, sweep="debug", init=init,
+                      keep_weights=not trial.warm_start and trial.student == trial.twin_student)
+            return folder.land(sdir, tid, lambda tmp: shutil.copytree(work, tmp))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     init = None
     if t.warm_start:   # the float twin's weights, from its own debug run (run it if missing)
         twin = t.twin()
-        weights = trials / twin.trial_id(g.sweep) / "float_weights.npz"
+        weights = sdir / "trials" / twin.trial_id(g.sweep) / "float_weights.npz"
         if not weights.exists():
             log(f"running the float twin {twin.trial_id(g.sweep)} ({twin.describe()}) first")
-            if run_trial(twin, ctx, weights.parent, sweep="debug", keep_weights=True)["status"] != "OK":
-                raise ledger.SweepError(f"the float twin failed; see {weights.parent / 'error.txt'}")
+            if run(twin)["status"] != "OK":
+                raise SweepError(f"the float twin failed; see {weights.parent / 'error.txt'}")
         init = load_float_weights(weights)
-    out = trials / t.trial_id(g.sweep)
-    row = run_trial(t, ctx, out, sweep="debug", init=init,
-                    keep_weights=not t.student.qat and t.student.compression == "none")
+    row = run(t, init)
+    out = sdir / "trials" / t.trial_id(g.sweep)
     if a.json:
         print(json.dumps(row, default=str))
     else:
         for k, v in row.items():
             print(f"{k:36s} {v}")
-        print(f"trial folder: {out}")
+        print(f"trial folder: {sdir / 'trials' / t.trial_id}")
     return 0 if row["status"] == "OK" else 1
 
 
 def cmd_run(a) -> int:
-    from sweep import grid, tune
+    from sweep import driver, grid
     g = grid.load(a.grid, a.fidelity)
-    name = a.name or g.default_name
-    led = tune.run_sweep(g, name, cpus_per_trial=a.cpus_per_trial,
-                         memory_gb=a.memory_gb, storage=a.storage)
+    try:
+        led = driver.run_sweep(g, a.name or g.default_name, cpus_per_trial=a.cpus_per_trial,
+                               memory_gb=a.memory_gb, storage=a.storage)
+    except KeyboardInterrupt:   # run_sweep has printed the ledger and the resume command
+        return 130
     return 1 if led.missing else 0
 
 
 def cmd_status(a) -> int:
-    from sweep import ledger
-    sdir = ledger.sweep_dir(a.name)
-    led = ledger.ledger(sdir)
-    meta = ledger.read_meta(sdir)
-    rows = ledger.read_rows(sdir)
-    print(f"sweep {a.name} ({meta['grid']}, fidelity {meta['fidelity']}) at {sdir}")
+    from results import folder
+    sdir = folder.sweep_dir(a.name)
+    info = folder.read_info(sdir)
+    rows = folder.read_rows(sdir)
+    led = folder.ledger(rows, info)
+    print(f"sweep {a.name} ({info['grid']}, fidelity {info['fidelity']}) at {sdir}")
     print(led.line())
+    trials = info.get("trials") or {}
     for t in led.errored:
         r = rows[t]
-        print(f"  ERROR {t} {meta['trials'].get(t, '')} attempt {r.get('attempt', 1)}: "
+        print(f"  ERROR {t} {trials.get(t, '')} attempt {r.get('attempt', 1)}: "
               f"{r.get('error_class')}: {r.get('error_message')}")
     for t in led.missing:
-        print(f"  missing {t} {meta['trials'].get(t, '')}")
+        print(f"  missing {t} {trials.get(t, '')}")
     return 0
 
 

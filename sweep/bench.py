@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from results.files import atomic_write
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "bench" / "latest.json"
 
@@ -61,27 +63,29 @@ def run(tiny: bool, out: Path) -> dict:
     from students.export import export_tflite
     from students.model import build_student
     from students.frontend import features
-    from sweep import grid as G, ledger, tune
+    from results import folder
+    from sweep import driver
+    from sweep.grid import load as load_grid
     from sweep.context import prepare
     from sweep.rankcheck import slice_indices
 
     if tiny:
-        grid, indices = G.load("smoke"), [0, 1]
+        grid, indices = load_grid("smoke"), [0, 1]
         frill = StudentConfig(depth="tiny", alpha=0.25, bottleneck=64)
     else:
         # The rank check's 12 students: all depths, both poolings, float, QAT and
         # QAT + low-rank (warm-started from their float twins, which are in the slice).
-        grid = G.load("frill144")
+        grid = load_grid("frill144")
         indices = slice_indices(grid)
         frill = StudentConfig()   # FRILL: small, alpha 2.0, global pooling, bottleneck 2048
     fidelity = grid.sweep.fidelity
     cpus = os.cpu_count() or 1
 
     t0 = time.perf_counter()
-    tune.run_sweep(grid, "bench", indices=indices)
+    driver.run_sweep(grid, "bench", indices=indices)
     wall = time.perf_counter() - t0
-    sdir = ledger.sweep_dir("bench")
-    rows = [r for r in ledger.read_rows(sdir).values()]
+    sdir = folder.sweep_dir("bench")
+    rows = [r for r in folder.read_rows(sdir).values()]
     ok = [r for r in rows if r["status"] == "OK"]
     busy = sum(r["seconds_total"] for r in rows)
     stages = ("setup", "build", "train", "export", "measure", "evaluate")
@@ -103,7 +107,7 @@ def run(tiny: bool, out: Path) -> dict:
     # The fastest student whose probe accuracy is within 5% of the teacher's, from the
     # latest full sweep if there is one, else from this slice.
     full = REPO / "results" / "runs" / "frill144"   # the user's runs, not this run's temp folder
-    pool = list(ledger.read_rows(full).values()) if (full / "sweep.json").exists() else ok
+    pool = list(folder.read_rows(full).values()) if (full / "sweep.json").exists() else ok
     pool_dir = full if pool is not ok else sdir
     near = [r for r in pool if r["status"] == "OK" and r["quality_retained"] >= 0.95]
     fastest = min(near, key=lambda r: r["latency_ms_p50"]) if near else None
@@ -164,10 +168,7 @@ def run(tiny: bool, out: Path) -> dict:
     doc = {"figures": figures, "details": details, "how": how, "tiny": tiny,
            "machine": {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version()},
            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, out)
+    atomic_write(out, json.dumps(doc, indent=1, default=str))
     return doc
 
 

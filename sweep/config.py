@@ -123,6 +123,7 @@ class TrialConfig:
         d.pop("threads")
         return dict(trial_id=self.trial_id(sweep), **d,
                     init="float_twin" if self.warm_start else "scratch",
+                    init_from=self.twin().trial_id(sweep) if self.warm_start else "",
                     teacher=sweep.teacher, corpus=sweep.corpus, fidelity=sweep.fidelity,
                     n_crops=sweep.n_crops)
 

@@ -7,16 +7,17 @@ never runs inside a trial and no trial recomputes a feature.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from results.files import atomic_write
 from sweep.config import SweepConfig
 from teacher import cache
 from teacher.audio import clip_to_crops
 from teacher.cache import DistillSet, EvalTask
+from teacher.errors import CacheError
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,16 @@ def _logmel(crops: np.ndarray) -> np.ndarray:
 def _cached(path: Path, compute) -> np.ndarray:
     """An array computed once per distillation set and kept beside it (read-only map)."""
     if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, compute())
-        os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
+        array = compute()
+
+        def save(tmp: Path) -> None:   # np.save(str) would add '.npy' to the temp name
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+        atomic_write(path, save)
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path} is damaged ({e}); delete it: it is computed again") from None
 
 
 def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
@@ -77,7 +83,10 @@ def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
     from students import evaluate, measure
     path = Path(dset.path) / f"baselines-{evaluate.PROBE_VERSION}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            log(f"baselines: {path} is damaged; measuring them again")   # a cache: redo it
     from teacher.teachers import get_teacher
 
     t = get_teacher(sweep.teacher)
@@ -90,9 +99,7 @@ def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
     out.update(teacher_latency_ms_p50=lat.p50_ms, teacher_latency_ms_p90=lat.p90_ms,
                teacher_latency_how=how, teacher_tflite_file=tflite and tflite.name,
                teacher_tflite_bytes=tflite and tflite.stat().st_size)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(out, indent=1))   # the cache folder is shared by sweeps
     log("baselines: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in out.items()))
     return out

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from students.config import StudentConfig, TrainConfig
+from results.errors import FrillError, first_line
 from sweep.config import FIDELITIES, INITS, SweepConfig, TrialConfig
-from teacher.errors import FrillError
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 STUDENT_KEYS = {f.name for f in dataclasses.fields(StudentConfig)}
@@ -60,7 +60,7 @@ def load(grid: str | Path, fidelity: str | None = None) -> Grid:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise GridError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise GridError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise GridError(f"{path}: expected a mapping with keys name, shared, axes")
     _check_keys(path, "top level", data, {"name", "shared", "axes"})

@@ -72,16 +72,17 @@ def _plot(rows: list[dict], figures: dict, path: Path) -> None:
 def _slice_rows(g, indices: list[int], log=print) -> dict[str, dict]:
     """The slice's rows at g's fidelity: from the full sweep of that grid and fidelity when it
     holds all of them (same config, same ids: same rows), else from a run of the slice alone."""
-    from sweep import ledger, tune
+    from results import folder
+    from sweep import driver
     ids = [g.ids[i] for i in indices]
-    full = ledger.sweep_dir(g.default_name)
-    rows = ledger.read_rows(full) if (full / "sweep.json").exists() else {}
+    full = folder.sweep_dir(g.default_name)
+    rows = folder.read_rows(full) if (full / "sweep.json").exists() else {}
     if all(rows.get(t, {}).get("status") == "OK" for t in ids):
         log(f"rank check: the {g.sweep.fidelity} rows come from {full}")
     else:
         name = f"rankcheck-{g.sweep.fidelity}"
-        tune.run_sweep(g, name, indices=indices)
-        rows = ledger.read_rows(ledger.sweep_dir(name))
+        driver.run_sweep(g, name, indices=indices)
+        rows = folder.read_rows(folder.sweep_dir(name))
     return {g.trials[i].describe(): rows.get(t, {"status": "missing"}) for i, t in zip(indices, ids)}
 
 

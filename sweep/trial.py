@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import socket
 import subprocess
 import time
@@ -18,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from results.errors import first_line
+from results.files import atomic_write
+from results.folder import new_row, write_row
 from sweep.config import TrialConfig
 from sweep.context import SweepContext
 
@@ -43,9 +45,7 @@ def provenance() -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, default=str))
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,11 +58,13 @@ def _predict(student, x: np.ndarray) -> np.ndarray:
 
 
 def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
-              attempt: int = 1, init: dict | None = None, keep_weights: bool = False) -> dict:
+              attempt: int = 1, init: dict | None = None, keep_weights: bool = False,
+              row_fields: dict | None = None) -> dict:
     """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row.
 
     init: the float twin's trained weights (float_weights.npz of its trial folder) when
-    cfg.warm_start. keep_weights: also write float_weights.npz (for this student's twins)."""
+    cfg.warm_start. keep_weights: also write float_weights.npz (for this student's twins).
+    row_fields: more columns for the row (the driver's ray_node_id), so it is written once."""
     entered = time.perf_counter()   # setup = imports (TF start in a fresh process) + provenance
     import tf_keras as keras
 
@@ -75,9 +77,8 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", dict(trial_id=cfg.trial_id(sc), sweep=sweep,
                                              config=cfg.as_dict(), sweep_config=sc.as_dict()))
-    row = dict(cfg.flat(sc), init_from=cfg.twin().trial_id(sc) if cfg.warm_start else "",
-               sweep=sweep, attempt=attempt, status="ERROR", error_class="", error_message="",
-               started_at=_now(), **provenance())
+    row = new_row(cfg.flat(sc), sweep=sweep, attempt=attempt, started_at=_now(), **provenance(),
+                  **(row_fields or {}))
     seconds = {f"seconds_{s}": 0.0 for s in STAGES}
     seconds["seconds_setup"] = time.perf_counter() - entered
     stage = "setup"
@@ -142,13 +143,12 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
             raise FloatingPointError(f"non-finite metrics: {bad}")
         row["status"] = "OK"
     except Exception as e:  # noqa: BLE001 - any failure becomes this trial's ERROR row
-        msg = (str(e).strip().splitlines() or [""])[0][:500]
-        row.update(error_class=type(e).__name__, error_message=f"{stage}: {msg}")
+        row.update(error_class=type(e).__name__, error_message=f"{stage}: {first_line(e, 500)}")
         (out_dir / "error.txt").write_text(traceback.format_exc())
     finally:
         keras.backend.clear_session()
     row.update(seconds, seconds_total=time.perf_counter() - entered, ended_at=_now())
-    write_json(out_dir / "row.json", row)
+    write_row(out_dir, row)
     return row
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from teacher.errors import FrillError
+from results.errors import FrillError
 
 
 class _Format(logging.Formatter):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from results.files import slug
 from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
 from teacher.builtin import DEFAULT_N_CROPS, DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 from teacher.corpus import Corpus, EvalTask, check_corpus, corpus_identity, load_corpus
@@ -85,14 +86,9 @@ def cache_key(corpus: str, teacher: str, seed: int, n_crops: int,
     return hashlib.sha256(blob).hexdigest()[:16], identity
 
 
-def _slug(text: str) -> str:
-    name = Path(text.rstrip("/")).name or "corpus"
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in name)[:40]
-
-
 def _set_dir(root: Path, corpus: str, teacher: str, seed: int, key: str) -> Path:
-    teacher_name = "trill" if split_spec(teacher)[0] == "trill" else _slug(split_spec(teacher)[0])
-    return root / f"{_slug(corpus)}-{teacher_name}-s{seed}-{key}"
+    teacher_name = "trill" if split_spec(teacher)[0] == "trill" else slug(split_spec(teacher)[0])
+    return root / f"{slug(corpus, 'corpus')}-{teacher_name}-s{seed}-{key}"
 
 
 def _is_complete(path: Path) -> bool:

@@ -2,16 +2,11 @@
 
 Every message is one line that says what is wrong and what to do; CLIs print
 `error: <message>` and exit 2, so users never see a traceback for their own
-mistakes.
+mistakes. The base class is shared by every package (results/errors.py).
 """
 from __future__ import annotations
 
-
-class FrillError(Exception):
-    """Base class: a one-line, user-facing message (newlines are flattened)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+from results.errors import FrillError
 
 
 class AudioError(FrillError):

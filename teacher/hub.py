@@ -18,9 +18,10 @@ import numpy as np
 import teacher  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
 
+from results.errors import first_line
 from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
 from teacher.errors import TeacherError
-from teacher.teachers import OFFLINE_HINT, TRILL_KEY, BatchedTeacher, is_url
+from teacher.base import OFFLINE_HINT, TRILL_KEY, BatchedTeacher, is_url
 
 REACH_TIMEOUT_S = 5.0
 
@@ -64,7 +65,7 @@ def _load(handle: str):
     try:
         return hub.load(handle)
     except Exception as exc:  # hub/TF raise many types; the user needs one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise TeacherError(f"cannot load SavedModel {handle}: {first}") from None
 
 
@@ -117,7 +118,7 @@ class HubTeacher(BatchedTeacher):
         except TeacherError:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise TeacherError(f"SavedModel {self.handle} cannot embed a [1, {CROP_SAMPLES}] "
                                f"crop as module(samples=, sample_rate=): {first}") from None
         if y.shape.rank != 2 or y.shape[0] != 1:

@@ -21,7 +21,7 @@ import tf_keras as keras
 
 from teacher.audio import CROP_SAMPLES, HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES
 from teacher.errors import TeacherError
-from teacher.teachers import BatchedTeacher, resemblyzer_weights_path
+from teacher.base import BatchedTeacher, resemblyzer_weights_path
 from teacher.torchfile import load_legacy_checkpoint
 
 N_MELS = 40

@@ -1,10 +1,11 @@
 """FIXTURE (synthetic numbers, not measurements): a sweep folder shaped like the driver's output.
 
-Until the real sweep driver lands, results/ tests and the notebook test run against this.
+results/ tests and the notebook test use it where a real sweep (the session's smoke_sweep)
+would be too slow or too small (32 or 144 rows, errored and missing trials).
 `make_fixture_sweep(dir)` writes <dir>/sweep.json and <dir>/trials/<trial_id>/row.json whose
-rows follow the results contract (/tmp/contracts.md, results/schema.py). The numbers come
-from a made-up cost/quality model that only has to look plausible (bigger students are slower,
-larger and better). Swap this for a real smoke sweep when sweep/ can produce one.
+rows follow the results contract (results/schema.py). The numbers come from a made-up
+cost/quality model that only has to look plausible (bigger students are slower, larger and
+better).
 """
 from __future__ import annotations
 

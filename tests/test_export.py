@@ -10,7 +10,8 @@ import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 
 from students.config import StudentConfig
-from students.export import check_export, export_tflite, run_tflite, tflite_op_types
+from students.export import check_export, export_tflite
+from students.tflite import TFLiteEmbedder, op_types as tflite_op_types
 from students.model import Student, build_student, projection_weights, recalibrate_batchnorm
 from teacher.audio import CROP_SAMPLES, MEL_BINS, PATCH_FRAMES
 
@@ -137,7 +138,7 @@ def test_frontend_export_takes_waveforms(tmp_path):
     interp = Interpreter(model_path=str(result.path))
     assert list(interp.get_input_details()[0]["shape_signature"]) == [-1, CROP_SAMPLES]
     assert {"RFFT2D", "LOG"} <= set(tflite_op_types(result.path))
-    assert run_tflite(result.path, crops[:2]).shape == (2, 64)
+    assert TFLiteEmbedder(result.path)(crops[:2]).shape == (2, 64)
     assert check_export(student, result.path, crops) >= 0.99
 
 

@@ -155,22 +155,22 @@ def test_lowrank_handoff_ends_with_factors_only():
     rng = np.random.default_rng(4)
     x = rng.normal(-3, 2, (32, PATCH_FRAMES, MEL_BINS)).astype(np.float32)
     y = rng.normal(size=(32, 16)).astype(np.float32)
-    alphas: list[float] = []
-    blend = student.train_model.get_layer(compression.BLEND)
+    blends: list[float] = []
+    layer = student.train_model.get_layer(compression.BLEND)
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            alphas.append(float(blend.alpha.numpy()))
+            blends.append(float(layer.blend.numpy()))
 
     steps = 20
     student.train_model.compile(keras.optimizers.Adam(1e-3), "mse")
     student.train_model.fit(x, y, batch_size=8, epochs=5, verbose=0,
                             callbacks=[*student.callbacks(steps), Record()])
-    assert alphas[0] < 1.0 and alphas == sorted(alphas, reverse=True)
-    first_zero = alphas.index(0.0)
+    assert blends[0] < 1.0 and blends == sorted(blends, reverse=True)
+    first_zero = blends.index(0.0)
     assert first_zero == int(compression.HANDOFF_FRACTION * steps) - 1   # then factors train alone
-    # Once alpha is 0, the embedding graph (x @ B @ C) is exactly what the projection sees.
-    full = keras.Model(student.train_model.input, blend.output)
+    # Once the blend is 0, the embedding graph (x @ B @ C) is exactly what the projection sees.
+    full = keras.Model(student.train_model.input, layer.output)
     np.testing.assert_allclose(student.embed_model(x[:4]).numpy(), full(x[:4]).numpy(), atol=1e-5)
 
 
@@ -184,7 +184,7 @@ def test_qat_lowrank_handoff_reaches_wrapped_variables():
     b, c = compression.truncated_svd(v.w.numpy(), 8)
     np.testing.assert_allclose(v.b.numpy() @ v.c.numpy(), b @ c, atol=1e-4)
     assert compression.finish_handoff(student.train_model) == 1.0
-    assert float(v.alpha.numpy()) == 0.0
+    assert float(v.blend.numpy()) == 0.0
 
 
 

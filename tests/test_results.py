@@ -97,13 +97,21 @@ def test_running_sweep_prefers_trial_folders_with_more_rows(sweep):
     row = _row(next((sweep / "trials").glob("*/row.json"))) | {"trial_id": missing}
     (sweep / "trials" / missing).mkdir()
     (sweep / "trials" / missing / "row.json").write_text(json.dumps(row))
-    # ... and another is mid-write: skipped with a warning, not a crash.
-    (sweep / "trials" / "abcdefabcdef").mkdir()
-    (sweep / "trials" / "abcdefabcdef" / "row.json").write_text('{"trial_id": "abc')
-    with pytest.warns(UserWarning, match="skipping unreadable"):
-        df = results.load(sweep)
+    # ... and another is still landing (a hidden folder until its rename): not a row yet.
+    (sweep / "trials" / ".landing-abcdefabcdef-1").mkdir()
+    (sweep / "trials" / ".landing-abcdefabcdef-1" / "row.json").write_text('{"trial_id": "abc')
+    df = results.load(sweep)
     assert len(df) == 32 and missing in set(df["trial_id"])
     assert df.attrs["source"].endswith("trials")
+
+
+def test_damaged_row_json_is_one_line_naming_it_never_fewer_rows(sweep):
+    f = sorted((sweep / "trials").glob("*/row.json"))[3]
+    f.write_text(f.read_text()[:40])
+    os.utime(f, (f.stat().st_mtime + 5,) * 2)     # newer than the table: load reads the folders
+    with pytest.raises(results.ResultsError, match=f"{f} is damaged.*delete the folder {f.parent}") as e:
+        results.load(sweep)
+    assert "\n" not in str(e.value)
 
 
 def test_newer_row_json_wins_over_the_table(sweep):
@@ -206,9 +214,9 @@ def test_best_under():
 
 def test_unknown_quality_column_names_the_available_ones(sweep):
     df = results.load(sweep)
-    with pytest.raises(ValueError, match="unknown quality column 'acc'.*probe_acc_mean.*probe_acc_language"):
+    with pytest.raises(results.ResultsError, match="unknown quality column 'acc'.*probe_acc_mean.*probe_acc_language"):
         pareto_mask(df, quality="acc")
-    with pytest.raises(ValueError, match="available quality columns"):
+    with pytest.raises(results.ResultsError, match="available quality columns"):
         best_under(df, quality="acc")
 
 
@@ -249,13 +257,19 @@ def test_cli_report_writes_into_the_sweep_folder(sweep):
     assert (sweep / "report.html").is_file() and (sweep / "report.md").is_file()
 
 
-@pytest.mark.parametrize("case", ["no_sweep", "no_table", "older_schema", "unknown_quality"])
+@pytest.mark.parametrize("case", ["no_sweep", "no_table", "older_schema", "unknown_quality",
+                                  "damaged_table", "damaged_sweep_json"])
 def test_cli_errors_are_one_line_exit_2(sweep, tmp_path, case):
     (tmp_path / "empty").mkdir()
     pd.read_parquet(sweep / "results.parquet").drop(columns=["params"]).to_parquet(tmp_path / "old.parquet")
     args = {"no_sweep": ["report", "nope"], "no_table": ["report", str(tmp_path / "empty")],
             "older_schema": ["report", str(tmp_path / "old.parquet")],
-            "unknown_quality": ["report", "fx", "--quality", "acc"]}[case]
+            "unknown_quality": ["report", "fx", "--quality", "acc"],
+            "damaged_table": ["report", str(tmp_path / "bad.parquet")],
+            "damaged_sweep_json": ["report", "fx"]}[case]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    if case == "damaged_sweep_json":
+        (sweep / "sweep.json").write_text('{"name": "fx", "expected_trial_ids": [')
     out = _cli(*args)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep import ledger
+from results import folder
 
 TINY = """\
 name: {name}
@@ -33,7 +33,7 @@ def _run(grid: Path, runs: Path, *extra, env=None, **kw):
 
 
 def _rows(sdir: Path) -> dict:
-    return ledger.read_rows(sdir)
+    return folder.read_rows(sdir)
 
 
 def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
@@ -41,7 +41,7 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
     runs_dir, code, out = smoke_sweep
     assert code == 0, out
     sdir = runs_dir / "smoke"
-    led = ledger.ledger(sdir)
+    led = folder.ledger(folder.read_rows(sdir), folder.read_info(sdir))
     assert len(led.expected) == 4 and len(led.done) == 4, out
     df = results.load(str(sdir))
     assert sorted(df.trial_id) == sorted(led.expected)
@@ -145,6 +145,119 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
     dset = load_distill_set(set_dir)
     assert dset.manifest["teacher_calls"] == len(dset.crops) == 320 + 64
     np.testing.assert_allclose(dset.targets, get_teacher("resemblyzer").embed(dset.crops), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the driver's bad inputs and faults
+
+def _cli(*args, runs: Path, env=None):
+    return subprocess.run([sys.executable, "-m", "sweep", *args], capture_output=True, text=True,
+                          env={**os.environ, "FRILL_RESULTS": str(runs), **(env or {})}, timeout=600)
+
+
+def _one_line_error(p, *patterns):
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, p.stderr
+    for pat in patterns:
+        assert pat in lines[0], (pat, lines[0])
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be a whole number >= 1"),
+    (["--cpus-per-trial", "-3"], "--cpus-per-trial must be a whole number >= 1"),
+    (["--memory-gb", "-1"], "--memory-gb must be a number > 0"),
+    (["--memory-gb", "nan"], "--memory-gb must be a number > 0"),
+    (["--memory-gb", "inf"], "--memory-gb must be a number > 0"),
+    (["--storage", "relative/dir"], "must be an absolute path"),
+    (["--storage", "/proc/1/nope"], "is not a writable folder"),
+])
+def test_bad_flags_are_one_line_and_leave_nothing_behind(runs_dir, tmp_path, flags, says):
+    g = _grid(tmp_path, "flags", "  alpha: [0.25]")
+    _one_line_error(_cli("run", "--grid", str(g), *flags, runs=runs_dir), says)
+    assert not runs_dir.exists()    # no sweep.json: the corrected command is not refused
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--cpus-per-trial", "512"], "is more than the largest node of this machine offers"),
+    (["--memory-gb", "100000"], "is more than the largest node of this machine offers"),
+])
+def test_flags_beyond_the_machine_are_refused_before_sweep_json(runs_dir, tmp_path, flags, says):
+    """These once waited forever ('ETA ?'), and their sweep.json then refused the fixed command."""
+    g = _grid(tmp_path, "big", "  alpha: [0.25]")
+    _one_line_error(_cli("run", "--grid", str(g), *flags, runs=runs_dir), says, "use --")
+    assert not (runs_dir / "big").exists()
+    from sweep.driver import start_sweep
+    from sweep.grid import load
+    start_sweep(load(str(g)), "big", "smoke")       # the corrected command is not refused
+
+
+def test_a_name_holding_another_grid_is_refused(runs_dir, tmp_path):
+    from results import folder
+    folder.write_info(runs_dir / "taken", {"name": "taken", "grid": "other", "fidelity": "smoke",
+                                           "expected_trial_ids": ["0123456789ab"]})
+    g = _grid(tmp_path, "mine", "  alpha: [0.25]")
+    _one_line_error(_cli("run", "--grid", str(g), "--name", "taken", runs=runs_dir),
+                    "holds a different grid", "choose another --name")
+
+
+def test_damaged_row_stops_run_before_ray_with_one_line(runs_dir, tmp_path):
+    from results import folder
+    g = _grid(tmp_path, "dmg", "  alpha: [0.25]")
+    from sweep.grid import load
+    (t,) = load(str(g)).trials("smoke")
+    sdir = runs_dir / "dmg"
+    folder.write_info(sdir, {"name": "dmg", "grid": "dmg", "fidelity": "smoke",
+                             "expected_trial_ids": [t.trial_id], "command": "python -m sweep run ..."})
+    folder.land(sdir, t.trial_id, lambda tmp: (tmp.mkdir(), folder.write_row(
+        tmp, folder.new_row(t.flat(), sweep="dmg", attempt=1, error_class="X"))))
+    (sdir / "trials" / t.trial_id / "row.json").write_text('{"trial_id": ')
+    _one_line_error(_cli("run", "--grid", str(g), runs=runs_dir), "row.json is damaged",
+                    f"delete the folder {sdir / 'trials' / t.trial_id}")
+
+
+def test_ctrl_c_before_the_first_trial_lands_prints_ledger_and_resume(tmp_path, runs_dir):
+    g = _grid(tmp_path, "intr", "  alpha: [0.25, 0.5]")
+    p = _run(g, runs_dir)
+    first = p.stdout.readline()            # '[intr] expected 2, done 0, ...; running 2'
+    p.send_signal(signal.SIGINT)
+    out = first + p.communicate(timeout=300)[0]
+    assert p.returncode in (1, 130), out
+    assert "Traceback" not in out, out
+    assert "resume with: python -m sweep run --grid" in out, out
+    assert "expected 2" in out
+    rows = _rows(runs_dir / "intr")
+    assert all(r["error_class"] != "TrialCrashed" for r in rows.values()), rows  # stopped, not crashed
+
+
+def test_local_ray_listens_on_loopback_only(tmp_path):
+    # Only this Ray's processes (the driver's descendants): other sweeps may share the machine.
+    code = ("from sweep import driver\nimport os, ray, subprocess, shutil\n"
+            "print('where', driver._start_ray())\n"
+            "print('node', ray.nodes()[0]['NodeManagerAddress'])\n"
+            "print('gcs', ray.get_runtime_context().gcs_address)\n"
+            "kids = {}\n"
+            "for d in os.listdir('/proc'):\n"
+            "    try:\n"
+            "        kids.setdefault(int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1]), []).append(int(d))\n"
+            "    except (OSError, ValueError, IndexError):\n"
+            "        pass\n"
+            "mine, todo = set(), [os.getpid()]\n"
+            "while todo:\n"
+            "    p = todo.pop(); mine.add(p); todo += kids.get(p, [])\n"
+            "if shutil.which('ss'):\n"
+            "    for line in subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True).stdout.splitlines():\n"
+            "        if any(f'pid={p},' in line for p in mine):\n"
+            "            print('listen', line.split()[3], line.split()[-1])\n"
+            "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "where this machine" in p.stdout and "node 127.0.0.1" in p.stdout, p.stdout
+    assert "gcs 127.0.0.1:" in p.stdout, p.stdout
+    listening = [line.split()[1:] for line in p.stdout.splitlines() if line.startswith("listen ")]
+    assert all(addr.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for addr, _ in listening), listening
+    if listening:   # ss is there: the GCS and the raylet were seen
+        assert {"gcs_server", "raylet"} <= {n for _, who in listening for n in ("gcs_server", "raylet") if n in who}
 
 
 QUALITY = ("distill_r2_heldout", "distill_mse_heldout", "distill_cosine_heldout", "probe_acc_mean",
