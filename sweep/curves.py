@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from results.files import atomic_write
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "curves"
@@ -124,9 +125,7 @@ def main(argv=None) -> int:
                baselines={k: v for k, v in ctx.baselines.items() if "probe_acc_mean" in k},
                written_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     a.out.mkdir(parents=True, exist_ok=True)
-    tmp = a.out / ".latest.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, a.out / "latest.json")
+    atomic_write(a.out / "latest.json", json.dumps(doc, indent=1))
     _plot(doc, a.out / "curves.png")
     print(f"written: {a.out / 'latest.json'}, {a.out / 'curves.png'}")
     return 0

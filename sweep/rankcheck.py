@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from teacher.errors import FrillError
+from results.errors import FrillError
+from results.files import atomic_write
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "rankcheck"
@@ -104,9 +104,7 @@ def run(smoke: bool, out: Path) -> dict:
                   "start's fine-tuning steps) are 4x. Spearman over the students OK in both runs",
            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".latest.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, out / "latest.json")
+    atomic_write(out / "latest.json", json.dumps(doc, indent=1, default=str))
     if len(rows) >= 2:
         _plot(rows, figures, out / "rankcheck.png")
     return doc
