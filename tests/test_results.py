@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,134 @@ def test_cli_errors_are_one_line_exit_2(sweep, tmp_path, case):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "report.html").exists()
+
+
+# ---------------------------------------------------------------- the report's summary and layout
+
+@pytest.fixture
+def newer(tmp_path, monkeypatch) -> Path:
+    """FIXTURE sweep whose rows carry the newer columns (R², bootstrap intervals, per-task
+    baselines, teacher size) that older tables such as results/reference lack."""
+    monkeypatch.setenv("FRILL_RESULTS", str(tmp_path / "runs"))
+    return make_fixture_sweep(tmp_path / "runs" / "nx", newer_columns=True)
+
+
+def test_summary_names_tasks_chance_teacher_floor_and_counts(newer, tmp_path):
+    from results.report import write_report
+
+    md = write_report("nx", tmp_path / "rep")["md"].read_text()
+    summary = md.split("## Summary")[1].split("## Recommended students")[0]
+    df = results.load(newer)
+    ok = df[df["status"] == "OK"]
+    assert "language (language ID over 10 languages, chance 0.10)" in summary
+    assert "chance 0.33" in summary and "fidelity smoke" in summary and "Caveat:" in summary
+    assert "the teacher loses to the floor (0.574 vs 0.694)" in summary
+    n_floor = int((ok["probe_acc_mean"] > ok["logmel_probe_acc_mean"]).sum())
+    n_teacher = int((ok["probe_acc_mean"] > ok["teacher_probe_acc_mean"]).sum())
+    assert f"({n_teacher} of {len(ok)} students beat it)" in summary
+    assert f"({n_floor} of {len(ok)} beat it;" in summary
+    assert "held-out R²" in summary and "Bootstrap 95% intervals" in summary
+    # Intervals reach the tables, and the report names neighbours whose gap is inside them.
+    front = md.split("## Frontier: probe_acc_mean vs latency")[1].split("## Frontier")[0]
+    assert "[0." in front and "R²" in front
+    assert "Within each other's 95% interval" in front
+    assert "| teacher size (MiB, TFLite) | 6.188 |" in md
+
+
+def test_indistinct_neighbours_hand_checked():
+    from results.report import indistinct_neighbours
+
+    front = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "probe_acc_mean": [0.50, 0.52, 0.60, 0.61],
+                          "probe_acc_mean_ci_lo": [0.46, 0.49, 0.57, 0.60], "probe_acc_mean_ci_hi": [0.54, 0.55, 0.63, 0.62]})
+    # a~b: 0.52 in [0.46, 0.54]; b, c apart; c~d: 0.61 in [0.57, 0.63] (though 0.60 is outside d's).
+    assert indistinct_neighbours(front, "probe_acc_mean") == [("a", "b"), ("c", "d")]
+    assert indistinct_neighbours(front.drop(columns=["probe_acc_mean_ci_lo"]), "probe_acc_mean") == []
+
+
+def test_budget_rows_are_distinct_students_on_the_reference_run():
+    from results.report import budget_ladder, recommendations
+
+    df = results.load(REPO / "results" / "reference")
+    # The old fixed budgets all picked one student: every student of this run is under 2 ms.
+    fixed = recommendations(df, "probe_acc_mean", "max_latency_ms", (1.0, 2.0, 5.0, 10.0))
+    assert len(fixed) == 1
+    ok = df[df["status"] == "OK"]
+    best = ok.loc[ok["probe_acc_mean"].idxmax()]
+    ladder = budget_ladder(ok["latency_ms_p50"], best["latency_ms_p50"])
+    assert ladder[0] >= ok["latency_ms_p50"].min() and ladder[-1] >= best["latency_ms_p50"] > ladder[-2]
+    picks = recommendations(df, "probe_acc_mean", "max_latency_ms", ladder)
+    ids = [r["trial_id"] for _, r in picks]
+    assert len(ids) == len(set(ids)) >= 3 and ids[-1] == best["trial_id"]
+    quality = [r["probe_acc_mean"] for _, r in picks]
+    assert quality == sorted(quality)  # a looser budget never recommends a worse student
+    assert budget_ladder(pd.Series([0.12, 3.0]), 3.0) == [0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+def test_report_tables_sit_in_their_own_scroll_box(sweep, tmp_path):
+    from results.report import CSS, write_report
+
+    page = write_report("fx", tmp_path / "rep")["html"].read_text()
+    assert ".scroll{overflow-x:auto" in CSS and "max-width:1100px" in CSS
+    assert page.count("<table") == page.count("<div class='scroll'><table") > 5
+    assert "<h3>FRILL&#x27;s configuration in this sweep</h3>" in page
+
+
+def _has_teacher_star(ax) -> bool:
+    return any(c.get_gid() == "teacher" for c in ax.collections)
+
+
+def test_plots_take_r2_and_draw_intervals_and_teacher_size(newer, sweep):
+    from matplotlib.container import ErrorbarContainer
+
+    from results import plots
+
+    df = results.load(newer)
+    fig = plots.quality_vs_cost(df, "tflite_bytes", quality="probe_acc_mean")
+    ax = fig.axes[0]
+    assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)
+    assert _has_teacher_star(ax)          # teacher_tflite_bytes places the teacher on the size plot
+    assert not [t for t in ax.texts if "FRILL" in t.get_text()]   # explained in the legend instead
+    r2 = plots.quality_vs_cost(df, "latency_ms_p50", quality="distill_r2_heldout").axes[0]
+    assert r2.get_ylabel() == "distill_r2_heldout" and not r2.containers
+    old = plots.quality_vs_cost(results.load(sweep), "tflite_bytes").axes[0]   # an older table
+    assert not old.containers and not _has_teacher_star(old)
+
+
+def test_baselines_json_fills_sweep_figures_the_rows_lack(tmp_path):
+    from results.report import write_report
+
+    d = tmp_path / "ref"
+    d.mkdir()
+    for f in ("results.csv", "sweep.json", "baselines.json"):
+        if (REPO / "results" / "reference" / f).exists():
+            (d / f).write_bytes((REPO / "results" / "reference" / f).read_bytes())
+    (d / "baselines.json").write_text(json.dumps({
+        "teacher_probe_acc_language": 0.4, "logmel_probe_acc_language": 0.6, "teacher_probe_acc_rate": 0.76,
+        "logmel_probe_acc_rate": 0.508, "teacher_probe_acc_mean": 0.0, "teacher_tflite_bytes": 6488456,
+        "teacher_latency_how": "tflite"}))
+    md = write_report(d, tmp_path / "rep")["md"].read_text()
+    assert "language: the teacher loses to the floor (0.400 vs 0.600)" in md
+    assert "teacher 0.580 (0 of 144 students beat it)" in md    # the rows' own value wins
+    assert "| teacher size (MiB, TFLite) | 6.188 |" in md
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.parametrize("which", ["reference", "newer_columns"])
+def test_report_has_no_clipped_table_in_chromium_at_1280px(which, tmp_path, monkeypatch):
+    from results.report import write_report
+    from tests import browser
+
+    if which == "reference":
+        src = REPO / "results" / "reference"
+    else:
+        monkeypatch.setenv("FRILL_RESULTS", str(tmp_path / "runs"))
+        src = make_fixture_sweep(tmp_path / "runs" / "wide", newer_columns=True, full=True)
+    page = write_report(src, tmp_path / "rep")["html"]
+    lay = browser.layout(page)
+    assert len(lay["tables"]) >= 8 and lay["viewport_px"] == browser.WIDTH
+    assert browser.clipped(lay) == []
+    # The check itself catches overflow: a page without the scroll boxes and width cap does.
+    wide = page.read_text().replace("max-width:1100px", "").replace(".scroll{overflow-x:auto", ".x{")
+    wide = wide.replace("<td>", "<td>" + "w" * 60, 1)
+    (tmp_path / "wide.html").write_text(wide)
+    assert browser.clipped(browser.layout(tmp_path / "wide.html"))
