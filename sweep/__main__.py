@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from sweep import quiet
 from teacher.errors import FrillError
 
 
@@ -25,27 +26,46 @@ def cmd_list(a) -> int:
 
 def cmd_trial(a) -> int:
     from sweep import grid, ledger
-    from sweep.context import prepare
-    from sweep.trial import run_trial
     g = grid.load(a.grid)
     trials = g.trials(a.fidelity, threads=a.threads)
     if not 0 <= a.index < len(trials):
         raise ledger.SweepError(f"--index {a.index} is out of range: {a.grid} has {len(trials)} trials (0..{len(trials) - 1})")
     t = trials[a.index]
-    log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
-    ctx = prepare(t, log=log)
     out = ledger.sweep_dir("debug") / "trials" / t.trial_id
-    row = run_trial(t, ctx, out, sweep="debug")
+    quiet.start_tensorflow(threads=t.train.threads)
+    from sweep.context import prepare
+    from sweep.trial import run_trial
+    log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
+    try:
+        ctx = prepare(t, log=log)
+        row = run_trial(t, ctx, out, sweep="debug", reraise=a.pdb)
+    except Exception:
+        if not a.pdb:
+            raise
+        # --pdb: the failing frame, not an ERROR row (error.txt is written first, as always).
+        import pdb
+        import traceback
+        traceback.print_exc()
+        print(f"--pdb: post-mortem in the failing frame (traceback also in {out / 'error.txt'}); "
+              "'q' quits", file=sys.stderr, flush=True)
+        pdb.post_mortem(sys.exc_info()[2])
+        return 1
     if a.json:
         print(json.dumps(row, default=str))
     else:
         for k, v in row.items():
             print(f"{k:36s} {v}")
         print(f"trial folder: {out}")
+    if row["status"] != "OK":
+        print(f"trial {t.trial_id} ERROR: {row['error_class']}: {row['error_message']}\n"
+              f"  traceback: {out / 'error.txt'}\n"
+              f"  debug it: python -m sweep trial --grid {a.grid} --index {a.index} --pdb "
+              f"(make trial GRID={a.grid} INDEX={a.index} PDB=1)", file=sys.stderr)
     return 0 if row["status"] == "OK" else 1
 
 
 def cmd_run(a) -> int:
+    quiet.start_tensorflow()   # before Ray starts: its workers inherit the environment
     from sweep import grid, tune
     g = grid.load(a.grid)
     fidelity = a.fidelity or g.shared.get("fidelity", "local")
@@ -83,6 +103,8 @@ def main(argv=None) -> int:
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="TF threads for training")
+    p.add_argument("--pdb", action="store_true",
+                   help="on an exception, open pdb's post-mortem in the failing frame instead of writing an ERROR row")
     p.set_defaults(fn=cmd_trial)
     p = sub.add_parser("run", help="run or resume a sweep on Ray Tune")
     _grid_args(p)

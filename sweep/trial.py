@@ -58,8 +58,10 @@ def _predict(student, x: np.ndarray) -> np.ndarray:
 
 
 def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
-              attempt: int = 1) -> dict:
-    """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row."""
+              attempt: int = 1, reraise: bool = False) -> dict:
+    """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row.
+
+    reraise: let a failure propagate after error.txt is written (for a post-mortem debugger)."""
     entered = time.perf_counter()   # setup = imports (TF start in a fresh process) + provenance
     import tf_keras as keras
 
@@ -134,6 +136,8 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
         msg = (str(e).strip().splitlines() or [""])[0][:500]
         row.update(error_class=type(e).__name__, error_message=f"{stage}: {msg}")
         (out_dir / "error.txt").write_text(traceback.format_exc())
+        if reraise:
+            raise
     finally:
         keras.backend.clear_session()
     row.update(seconds, seconds_total=time.perf_counter() - entered, ended_at=_now())
