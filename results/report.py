@@ -317,7 +317,10 @@ def summary(df: pd.DataFrame, info: dict, quality: str, book: Ledger) -> list[st
     fid = info.get("fidelity") or _distinct(df, "fidelity")
     fixed = [f"{c} {_distinct(df, c)}" for c in ("bottleneck", "frontend") if c in df and c not in _varying(df, [c])]
     axes = [c for c in ("depth", "alpha", "pooling", "compression", "qat") if c in _varying(df, [c])]
-    steps, batch, n_crops = _distinct(ok, "steps"), _distinct(ok, "batch_size"), info.get("n_crops")
+    steps, batch = _distinct(ok, "steps"), _distinct(ok, "batch_size")
+    # Newer rows and sweep.json carry the set size; older tables only imply it by fidelity.
+    n_crops = (_distinct(ok, "n_crops") if "n_crops" in ok and ok["n_crops"].notna().any()
+               else info.get("n_crops") or info.get("sweep_config", {}).get("n_crops"))
     n_all = len(book.expected) if book.expected is not None else len(df)
     out = [f"Swept {n_all} students ({book.counts()['done']} OK, {len(book.errored)} errored, "
            f"{len(book.missing)} missing) over {', '.join(axes) or 'one configuration'}"
