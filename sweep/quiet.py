@@ -7,7 +7,7 @@ machine without a GPU, 'failed call to cuInit'. They are written to fd 2 directl
 import and the device probe run with fd 2 on /dev/null; Python's sys.stderr keeps the real
 stream meanwhile, and fd 2 comes back afterwards, so Python errors and any later native error
 (a converter crash) still show. Known Python-side chatter (absl's conversion deprecation notes,
-deprecation warnings of TF internals) is filtered by message. FRILL_TF_VERBOSE=1 keeps it all.
+deprecation warnings raised inside TF, Keras, tfmot, LiteRT) is filtered. FRILL_TF_VERBOSE=1 keeps it all.
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
 # Messages (regex, from the start) of known, harmless Python-side warnings.
 KNOWN_WARNINGS = (
     r"Please consider providing the trackable_obj argument",   # TFLite from_concrete_functions
-    r".*is deprecated",                                         # TF/Keras/tfmot internals
     r".*`tf\.lite\.Interpreter` is deprecated",
 )
+# Deprecation warnings raised inside these libraries are theirs to fix, not the user's; a
+# deprecation in our own code (or the user's) still shows.
+NOISY_MODULES = r"(tensorflow|tf_keras|keras|tensorflow_model_optimization|tensorflow_hub|ai_edge_litert)(\.|$)"
 
 
 def verbose() -> bool:
@@ -60,6 +62,8 @@ def quiet_python_logs() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
     for msg in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=msg)
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=NOISY_MODULES)
 
 
 def start_tensorflow(threads: int | None = None) -> None:
