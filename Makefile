@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 sweep: setup            ## run or resume the sweep (default: 144 students, local fidelity)
 	$(PY) -m sweep run --grid $(GRID) $(FID) $(SWEEPNAME)
 
-trial: setup            ## one trial in-process, no Ray: make trial GRID=smoke INDEX=1
-	$(PY) -m sweep trial --grid $(GRID) --index $(if $(TRIAL),$(TRIAL),$(INDEX)) $(FID)
+trial: setup            ## one trial in-process, no Ray: make trial GRID=smoke INDEX=1 [PDB=1]
+	$(PY) -m sweep trial --grid $(GRID) --index $(if $(TRIAL),$(TRIAL),$(INDEX)) $(FID) $(if $(PDB),--pdb,)
 
 list: setup
 	$(PY) -m sweep list --grid $(GRID) $(FID)
@@ -35,7 +35,7 @@ test: setup             ## the default suite (fast paths; slow ones are marked)
 test-all: setup
 	$(PY) -m pytest -q -m ""
 
-bench: setup            ## writes results/bench/latest.json
+bench: setup            ## writes results/bench/latest.json, appends to results/bench/history.jsonl
 	$(PY) -m sweep.bench
 
 rankcheck: setup        ## local vs 4x training on a 12-student slice: results/rankcheck/

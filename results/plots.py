@@ -64,9 +64,21 @@ def is_frill(df: pd.DataFrame) -> pd.Series:
     return m
 
 
+def reference_lines(df: pd.DataFrame, quality: str) -> tuple[float | None, float | None]:
+    """(teacher, log-mel floor) for a quality column: probe columns have teacher_<col> and
+    logmel_<col> baselines when the table carries them; the teacher retains all of itself."""
+    if quality == "quality_retained":
+        return 1.0, None
+    if quality.startswith("probe_acc_") and not quality.endswith(("_ci_lo", "_ci_hi")):
+        return _first(df, f"teacher_{quality}"), _first(df, f"logmel_{quality}")
+    return None, None
+
+
 def quality_vs_cost(df: pd.DataFrame, cost: str = "latency_ms_p50", quality: str = "probe_acc_mean") -> Figure:
     """Scatter of trials (colour = depth, marker = QAT/compression), frontier as a step line,
-    the teacher and FRILL's configuration labelled."""
+    the teacher and FRILL's configuration labelled. quality: any quality column, e.g.
+    "probe_acc_mean", "probe_acc_language" or "distill_r2_heldout"; its `_ci_lo`/`_ci_hi`
+    columns, when present, are drawn as error bars."""
     check_quality(df, quality)
     check_cost(df, cost)
     label, scale, teacher_cost_col = COSTS.get(cost, (cost, 1.0, None))
@@ -83,6 +95,13 @@ def quality_vs_cost(df: pd.DataFrame, cost: str = "latency_ms_p50", quality: str
         ax.text(0.5, 0.5, "no OK trials with these columns", ha="center", va="center", transform=ax.transAxes)
         return fig
 
+    lo_col, hi_col = f"{quality}_ci_lo", f"{quality}_ci_hi"
+    if lo_col in ok and hi_col in ok:  # 95% bootstrap intervals, behind the points
+        lo, hi = _num(ok[lo_col]), _num(ok[hi_col])
+        has = np.isfinite(lo) & np.isfinite(hi)
+        if has.any():
+            ax.errorbar(x[has], y[has], yerr=np.vstack([y[has] - lo[has], hi[has] - y[has]]).clip(0),
+                        fmt="none", ecolor="0.6", elinewidth=0.8, capsize=0, alpha=0.6, zorder=2)
     for (depth, qat, comp), g in ok.groupby(["depth", "qat", "compression"], sort=False, dropna=False):
         marker = MARKERS.get((bool(qat), comp), ("X", ""))[0]
         ax.scatter(_num(g[cost]) * scale, _num(g[quality]), c=DEPTH_COLORS.get(depth, "0.5"), marker=marker,
@@ -94,23 +113,21 @@ def quality_vs_cost(df: pd.DataFrame, cost: str = "latency_ms_p50", quality: str
     ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
 
     xs = list(x)
-    # The teacher has a figure for the mean probe accuracy only (and retains all of itself).
-    tq = {"probe_acc_mean": _first(df, "teacher_probe_acc_mean"), "quality_retained": 1.0}.get(quality)
+    tq, floor = reference_lines(df, quality)
     tx = _first(df, teacher_cost_col) if teacher_cost_col else None
     teacher_name = str(ok["teacher"].dropna().iloc[0]) if ok["teacher"].notna().any() else "teacher"
     if tq is not None:
         ax.axhline(tq, color="0.35", ls="--", lw=1, zorder=1)
-        ax.annotate(f"teacher ({teacher_name}) quality", (0.005, tq), xycoords=("axes fraction", "data"),
+        ax.annotate(f"teacher ({teacher_name})", (0.005, tq), xycoords=("axes fraction", "data"),
                     xytext=(2, 3), textcoords="offset points", fontsize=8, color="0.3")
         if tx is not None:
             tx *= scale
             xs.append(tx)
-            ax.scatter([tx], [tq], marker="*", s=260, c="gold", edgecolors="black", zorder=5)
+            ax.scatter([tx], [tq], marker="*", s=260, c="gold", edgecolors="black", zorder=5, gid="teacher")
             unit = "ms" if cost.startswith("latency") else "MiB"
             # Above the star: the y-limits keep headroom there, students crowd just below it.
             ax.annotate(f"teacher {tx:.3g} {unit}", (tx, tq), xytext=(8, 10), textcoords="offset points",
                         ha="right", va="bottom", fontsize=9)  # right-aligned: the star is often rightmost
-    floor = _first(df, "logmel_probe_acc_mean") if quality == "probe_acc_mean" else None
     if floor is not None:
         ax.axhline(floor, color="0.55", ls=":", lw=1, zorder=1)
         ax.annotate("log-mel floor", (0.005, floor), xycoords=("axes fraction", "data"), xytext=(2, 3),
@@ -118,19 +135,17 @@ def quality_vs_cost(df: pd.DataFrame, cost: str = "latency_ms_p50", quality: str
 
     frill = ok[is_frill(ok)]
     if not frill.empty:
+        # Marked in place and explained in the legend: a callout box inside the axes covered points.
         best = frill.loc[frill[quality].astype(float).idxmax()]
         ax.scatter([float(best[cost]) * scale], [float(best[quality])], s=170, marker="s", facecolors="none",
                    edgecolors="crimson", linewidths=1.6, zorder=5)
-        # Label in the bottom-right corner, the region the frontier leaves empty (slow and poor).
-        ax.annotate("FRILL config\n(small, alpha 2, global,\nfloat, no compression)",
-                    (float(best[cost]) * scale, float(best[quality])),
-                    xytext=(0.97, 0.06), textcoords="axes fraction", ha="right", va="bottom", fontsize=9,
-                    bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6", "alpha": 0.9},
-                    arrowprops={"arrowstyle": "->", "color": "black", "lw": 0.9}, zorder=6)
 
     _log_if_wide(ax, np.asarray(xs))
     refs = [v for v in (tq, floor) if v is not None]
-    lo, hi = float(np.nanmin(np.r_[y, refs])), float(np.nanmax(np.r_[y, refs]))  # both lines in view
+    span = np.r_[y, refs]
+    if lo_col in ok and hi_col in ok:  # whole error bars in view
+        span = np.r_[span, _num(ok[lo_col]), _num(ok[hi_col])]
+    lo, hi = float(np.nanmin(span)), float(np.nanmax(span))  # both lines in view
     pad = 0.08 * (hi - lo or 1.0)
     ax.set_ylim(lo - pad, hi + 2 * pad)  # headroom for the labels above the points
 
@@ -141,11 +156,13 @@ def quality_vs_cost(df: pd.DataFrame, cost: str = "latency_ms_p50", quality: str
     handles += [Line2D([], [], color="black", lw=1.3, marker="o", mfc="none", label="Pareto frontier")]
     if tq is not None:
         handles += [Line2D([], [], ls="--", color="0.35", lw=1, label="teacher quality")]
+    if floor is not None:
+        handles += [Line2D([], [], ls=":", color="0.55", lw=1, label="log-mel floor")]
     if tq is not None and tx is not None:
         handles += [Line2D([], [], ls="", marker="*", ms=13, mfc="gold", mec="black", label="teacher")]
     if not frill.empty:
         handles += [Line2D([], [], ls="", marker="s", ms=11, mfc="none", mec="crimson", mew=1.6,
-                           label="FRILL config")]
+                           label="FRILL config\n(small, alpha 2, global,\nfloat, no compression)")]
     # Outside the axes so it never covers a point.
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9,
               title="depth / export", title_fontsize=9, alignment="left")

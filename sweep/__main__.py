@@ -6,6 +6,7 @@ import json
 import sys
 
 from results.errors import FrillError
+from sweep import quiet
 
 
 def _grid_args(p: argparse.ArgumentParser) -> None:
@@ -33,8 +34,6 @@ def cmd_trial(a) -> int:
 
     from results import folder
     from sweep import SweepError, grid
-    from sweep.context import prepare
-    from sweep.trial import load_float_weights, run_trial
     g = grid.load(a.grid, a.fidelity)
     if a.threads < 1:
         raise SweepError(f"--threads must be >= 1, got {a.threads}")
@@ -42,41 +41,65 @@ def cmd_trial(a) -> int:
         raise SweepError(f"--index {a.index} is out of range: {a.grid} has {len(g.trials)} trials (0..{len(g.trials) - 1})")
     t = g.trials[a.index]
     t = replace(t, train=replace(t.train, threads=a.threads))
-    log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
-    ctx = prepare(g.sweep, log=log)
     sdir = folder.sweep_dir("debug")
+    out = sdir / "trials" / t.trial_id(g.sweep)
+    quiet.start_tensorflow(threads=a.threads)
+    from sweep.context import prepare
+    from sweep.trial import load_float_weights, run_trial
+    log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
 
     def run(trial, init=None) -> dict:
         tid = trial.trial_id(g.sweep)
+        keep = not trial.warm_start and trial.student == trial.twin_student
+        if a.pdb:   # in place, so the post-mortem's error.txt is where the message says
+            return run_trial(trial, ctx, sdir / "trials" / tid, sweep="debug", init=init,
+                             keep_weights=keep, reraise=True)
         work = Path(tempfile.mkdtemp(prefix=f"trial-{tid}-"))
         try:   # run aside, then land whole: the debug folder never holds half a trial
-            run_trial(trial, ctx, work, sweep="debug", init=init,
-                      keep_weights=not trial.warm_start and trial.student == trial.twin_student)
+            run_trial(trial, ctx, work, sweep="debug", init=init, keep_weights=keep)
             return folder.land(sdir, tid, lambda tmp: shutil.copytree(work, tmp))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    init = None
-    if t.warm_start:   # the float twin's weights, from its own debug run (run it if missing)
-        twin = t.twin()
-        weights = sdir / "trials" / twin.trial_id(g.sweep) / "float_weights.npz"
-        if not weights.exists():
-            log(f"running the float twin {twin.trial_id(g.sweep)} ({twin.describe()}) first")
-            if run(twin)["status"] != "OK":
-                raise SweepError(f"the float twin failed; see {weights.parent / 'error.txt'}")
-        init = load_float_weights(weights)
-    row = run(t, init)
-    out = sdir / "trials" / t.trial_id(g.sweep)
+    try:
+        ctx = prepare(g.sweep, log=log)
+        init = None
+        if t.warm_start:   # the float twin's weights, from its own debug run (run it if missing)
+            twin = t.twin()
+            weights = sdir / "trials" / twin.trial_id(g.sweep) / "float_weights.npz"
+            if not weights.exists():
+                log(f"running the float twin {twin.trial_id(g.sweep)} ({twin.describe()}) first")
+                if run(twin)["status"] != "OK":
+                    raise SweepError(f"the float twin failed; see {weights.parent / 'error.txt'}")
+            init = load_float_weights(weights)
+        row = run(t, init)
+    except Exception:
+        if not a.pdb:
+            raise
+        # --pdb: the failing frame, not an ERROR row (error.txt is written first, as always).
+        import pdb
+        import traceback
+        traceback.print_exc()
+        print(f"--pdb: post-mortem in the failing frame (traceback also in {out / 'error.txt'}); "
+              "'q' quits", file=sys.stderr, flush=True)
+        pdb.post_mortem(sys.exc_info()[2])
+        return 1
     if a.json:
         print(json.dumps(row, default=str))
     else:
         for k, v in row.items():
             print(f"{k:36s} {v}")
-        print(f"trial folder: {sdir / 'trials' / t.trial_id}")
+        print(f"trial folder: {out}")
+    if row["status"] != "OK":
+        print(f"trial {row['trial_id']} ERROR: {row['error_class']}: {row['error_message']}\n"
+              f"  traceback: {out / 'error.txt'}\n"
+              f"  debug it: python -m sweep trial --grid {a.grid} --index {a.index} --pdb "
+              f"(make trial GRID={a.grid} INDEX={a.index} PDB=1)", file=sys.stderr)
     return 0 if row["status"] == "OK" else 1
 
 
 def cmd_run(a) -> int:
+    quiet.start_tensorflow()   # before Ray starts: its workers inherit the environment
     from sweep import driver, grid
     g = grid.load(a.grid, a.fidelity)
     try:
@@ -116,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="TF threads for training")
+    p.add_argument("--pdb", action="store_true",
+                   help="on an exception, open pdb's post-mortem in the failing frame instead of writing an ERROR row")
     p.set_defaults(fn=cmd_trial)
     p = sub.add_parser("run", help="run or resume a sweep on Ray Tune")
     _grid_args(p)

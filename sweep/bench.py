@@ -1,6 +1,8 @@
 """make bench: sweep efficiency and student speed-ups, as ratios measured in one run.
 
-Writes results/bench/latest.json and prints a table. Every figure says how it was measured.
+Writes results/bench/latest.json, appends its figures with the commit and the machine to
+results/bench/history.jsonl (both committed), and prints a table. Every figure says how it
+was measured.
     python -m sweep.bench            # the real bench (~7 min on 2 cores)
     python -m sweep.bench --tiny     # the same code path on a tiny slice (tests)
 """
@@ -11,6 +13,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +59,8 @@ def _sweep_minutes(sdir: Path) -> float | None:
 
 
 def run(tiny: bool, out: Path) -> dict:
+    from sweep import quiet
+    quiet.start_tensorflow()
     work = Path(tempfile.mkdtemp(prefix="frill-bench-"))
     os.environ["FRILL_RESULTS"] = str(work / "runs")
     os.environ["FRILL_CACHE"] = str(work / "cache")   # fresh: the teacher runs inside this run
@@ -172,6 +177,44 @@ def run(tiny: bool, out: Path) -> dict:
     return doc
 
 
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict:
+    """What the figures depend on: host, CPU model and count, OS, Python."""
+    cpu = ""
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu or platform.processor(), "cpus": os.cpu_count() or 1,
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def history_path(out: Path) -> Path:
+    """results/bench/history.jsonl beside latest.json; <name>.history.jsonl beside any other output."""
+    return out.with_name("history.jsonl") if out.resolve() == OUT.resolve() else out.with_suffix(".history.jsonl")
+
+
+def append_history(doc: dict, path: Path) -> dict:
+    """Append one line (the figures, with the commit and the machine) to the bench history.
+
+    The history is committed with latest.json, so a regression shows as a diff between lines."""
+    entry = {"written_at": doc["written_at"], "commit": _git("rev-parse", "--short=12", "HEAD") or "unknown",
+             "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+             "machine": {**machine(), **doc.get("machine", {})}, "tiny": doc["tiny"],
+             "slice": doc["details"]["slice"], "figures": doc["figures"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:   # one short append: no partial line in practice
+        f.write(json.dumps(entry, default=str) + "\n")
+    return entry
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sweep.bench", description=__doc__)
     ap.add_argument("--tiny", action="store_true", help="a 2-trial smoke slice (for tests)")
@@ -181,7 +224,9 @@ def main(argv=None) -> int:
     doc = run(a.tiny, out)
     for k, v in doc["figures"].items():
         print(f"{k:48s} {json.dumps(v)}")
-    print(f"written: {out}")
+    hist = history_path(out)
+    append_history(doc, hist)
+    print(f"written: {out}; appended to {hist}")
     return 0
 
 

@@ -59,12 +59,13 @@ def _predict(student, x: np.ndarray) -> np.ndarray:
 
 def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
               attempt: int = 1, init: dict | None = None, keep_weights: bool = False,
-              row_fields: dict | None = None) -> dict:
+              row_fields: dict | None = None, reraise: bool = False) -> dict:
     """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row.
 
     init: the float twin's trained weights (float_weights.npz of its trial folder) when
     cfg.warm_start. keep_weights: also write float_weights.npz (for this student's twins).
-    row_fields: more columns for the row (the driver's ray_node_id), so it is written once."""
+    row_fields: more columns for the row (the driver's ray_node_id), so it is written once.
+    reraise: let a failure propagate after error.txt is written (for a post-mortem debugger)."""
     entered = time.perf_counter()   # setup = imports (TF start in a fresh process) + provenance
     import tf_keras as keras
 
@@ -145,6 +146,8 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
     except Exception as e:  # noqa: BLE001 - any failure becomes this trial's ERROR row
         row.update(error_class=type(e).__name__, error_message=f"{stage}: {first_line(e, 500)}")
         (out_dir / "error.txt").write_text(traceback.format_exc())
+        if reraise:
+            raise
     finally:
         keras.backend.clear_session()
     row.update(seconds, seconds_total=time.perf_counter() - entered, ended_at=_now())

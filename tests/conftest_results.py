@@ -26,7 +26,7 @@ SHARED = {"bottleneck": 2048, "rank": 100, "frontend": False, "steps": 200, "bat
 
 # made-up: conv params at alpha 1, last-point channels, MACs per patch at alpha 1
 _DEPTH = {"tiny": (0.9e6, 512, 40e6), "small": (1.5e6, 1024, 60e6), "large": (3.0e6, 1280, 220e6)}
-TEACHER_MS, TEACHER_ACC, LOGMEL_ACC = 11.0, 0.77, 0.625
+TEACHER_MS, TEACHER_ACC, LOGMEL_ACC, TEACHER_BYTES = 11.0, 0.77, 0.625, 6_488_456
 
 
 def trial_id(config: dict) -> str:
@@ -62,13 +62,28 @@ def _row(cfg: dict, sweep: str, fidelity: str, rng: np.random.Generator, started
             "host": "fixture-host", "started_at": started, "ended_at": started}
 
 
+def _newer_columns(row: dict, rng: np.random.Generator) -> dict:
+    """Columns added after schema 1 (FIXTURE numbers): held-out R², 95% bootstrap intervals
+    per task and for the mean (half-width ~0.04, as with 500 test clips), per-task baselines."""
+    out = {"distill_r2_heldout": round(row["distill_cosine_heldout"] - 0.55, 4)}
+    for q in ("probe_acc_language", "probe_acc_rate", "probe_acc_mean"):
+        half = 0.04 if q != "probe_acc_mean" else 0.03
+        out[f"{q}_ci_lo"], out[f"{q}_ci_hi"] = row[q] - half * rng.uniform(0.8, 1.2), row[q] + half
+    out.update(teacher_probe_acc_language=0.574, logmel_probe_acc_language=0.694,
+               teacher_probe_acc_rate=0.966, logmel_probe_acc_rate=0.556, teacher_tflite_bytes=TEACHER_BYTES)
+    return out
+
+
 def make_fixture_sweep(folder: str | Path, name: str | None = None, *, full: bool = False,
-                       n_errors: int = 2, n_missing: int = 1, write_table: bool = False, seed: int = 0) -> Path:
+                       n_errors: int = 2, n_missing: int = 1, write_table: bool = False, seed: int = 0,
+                       newer_columns: bool = False) -> Path:
     """Write a FIXTURE sweep folder (synthetic rows); returns it.
 
     Small grid: 32 trials incl. FRILL's configuration; full=True: the 144-trial grid.
     The first n_errors trials are ERROR rows, the last n_missing have no folder (still expected).
     write_table=True also writes results.parquet/.csv through results.write_table.
+    newer_columns=True adds the columns of _newer_columns to OK rows (trial folders only: the
+    schema of this branch does not know them, so write_table would refuse them).
     """
     folder = Path(folder)
     name = name or folder.name
@@ -93,6 +108,8 @@ def make_fixture_sweep(folder: str | Path, name: str | None = None, *, full: boo
                    "started_at": started, "ended_at": started, "host": "fixture-host"}
         else:
             row = _row(cfg, name, fidelity, rng, started)
+            if newer_columns:
+                row |= _newer_columns(row, rng)
         row["trial_id"] = tid
         (folder / "trials" / tid).mkdir(exist_ok=True)
         (folder / "trials" / tid / "row.json").write_text(json.dumps(row))

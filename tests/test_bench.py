@@ -30,3 +30,31 @@ def test_tiny_bench_writes_every_figure(tmp_path):
     assert set(figs["trial_stage_seconds_median"]) >= {"setup", "build", "train", "export", "measure", "evaluate"}
     for name in ("sweep_core_utilisation", "teacher_calls_per_crop", "frill_vs_teacher_latency_ratio"):
         assert name in doc["how"]
+    hist = [json.loads(ln) for ln in (tmp_path / "bench.history.jsonl").read_text().splitlines()]
+    assert len(hist) == 1 and hist[0]["figures"] == figs and hist[0]["tiny"] is True
+
+
+def test_history_appends_figures_with_commit_and_machine(tmp_path):
+    from sweep import bench
+
+    doc = json.loads((bench.OUT).read_text())
+    hist = bench.history_path(tmp_path / "bench.json")
+    assert hist == tmp_path / "bench.history.jsonl"
+    assert bench.history_path(bench.OUT) == bench.OUT.with_name("history.jsonl")
+    for _ in range(2):
+        bench.append_history(doc, hist)
+    lines = [json.loads(ln) for ln in hist.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["figures"] == doc["figures"]
+    assert len(lines[1]["commit"]) == 12 and int(lines[1]["commit"], 16) >= 0
+    assert {"host", "cpu", "cpus", "platform", "python"} <= set(lines[1]["machine"])
+    assert isinstance(lines[1]["dirty"], bool)
+
+
+def test_committed_history_ends_with_latest():
+    from sweep import bench
+
+    hist = bench.OUT.with_name("history.jsonl")
+    last = json.loads(hist.read_text().splitlines()[-1])
+    latest = json.loads(bench.OUT.read_text())
+    assert last["figures"] == latest["figures"] and last["written_at"] == latest["written_at"]
+    assert last["commit"] and last["machine"]["cpus"] == latest["machine"]["cpus"]

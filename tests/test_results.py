@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,39 +223,29 @@ def test_unknown_quality_column_names_the_available_ones(sweep):
 
 # ---------------------------------------------------------------- plots and report
 
-def test_plots_write_png_and_svg(sweep, tmp_path):
+def test_cli_report_writes_page_markdown_and_plots_into_the_sweep_folder(sweep, tmp_path):
+    """One report, written by the CLI (as `make report` does), checked whole: the page, its
+    markdown twin and the plot files."""
     from results import plots
 
-    df = results.load(sweep)
-    out = plots.plot_all(df, tmp_path / "plots")
-    assert set(out) == {"quality_vs_latency", "quality_vs_size", "axis_effects"}
-    for paths in out.values():
-        assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 10_000
-        assert b"<svg" in paths["svg"].read_bytes()[:2000]
-    # Nothing plottable (all errored) still gives a figure, not an exception.
-    plots.save(plots.quality_vs_cost(df[df["status"] == "ERROR"]), tmp_path, "empty")
-    assert (tmp_path / "empty.png").stat().st_size > 0
-
-
-def test_report_html_and_md(sweep, tmp_path):
-    from results.report import write_report
-
-    paths = write_report("fx", tmp_path / "rep")
-    html, md = paths["html"].read_text(), paths["md"].read_text()
+    out = _cli("report", "fx")
+    assert out.returncode == 0, out.stderr
+    html, md = (sweep / "report.html").read_text(), (sweep / "report.md").read_text()
     assert "data:image/png;base64," in html and "<img" in html and "src='plots/" not in html
     ledger_md = "| expected | done | errored | missing | unexpected |\n|---|---|---|---|---|\n| 32 | 29 | 2 | 1 | 0 |"
     assert ledger_md in md
     for text in (html, md):
         assert "ConverterError" in text and "Frontier: probe_acc_mean vs latency" in text
         assert "≤ 2 ms" in text and "≤ 10 MiB" in text and "fixture" in text
-    assert (tmp_path / "rep" / "plots" / "quality_vs_latency.svg").is_file()
     assert "](plots/quality_vs_latency.png)" in md
-
-
-def test_cli_report_writes_into_the_sweep_folder(sweep):
-    out = _cli("report", "fx")
-    assert out.returncode == 0, out.stderr
-    assert (sweep / "report.html").is_file() and (sweep / "report.md").is_file()
+    for stem in ("quality_vs_latency", "quality_vs_size", "axis_effects"):
+        png, svg = sweep / "plots" / f"{stem}.png", sweep / "plots" / f"{stem}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert b"<svg" in svg.read_bytes()[:2000]
+    # Nothing plottable (all errored) still gives a figure, not an exception.
+    df = results.load(sweep)
+    plots.save(plots.quality_vs_cost(df[df["status"] == "ERROR"]), tmp_path, "empty")
+    assert (tmp_path / "empty.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("case", ["no_sweep", "no_table", "older_schema", "unknown_quality",
@@ -275,3 +266,146 @@ def test_cli_errors_are_one_line_exit_2(sweep, tmp_path, case):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "report.html").exists()
+
+
+# ---------------------------------------------------------------- the report's summary and layout
+
+@pytest.fixture(scope="module")
+def newer(tmp_path_factory) -> Path:
+    """FIXTURE sweep (the 144-trial grid) whose rows carry the newer columns (R², bootstrap
+    intervals, per-task baselines, teacher size) that older tables such as results/reference lack."""
+    return make_fixture_sweep(tmp_path_factory.mktemp("newer") / "nx", newer_columns=True, full=True)
+
+
+@pytest.fixture(scope="module")
+def newer_report(newer) -> dict:
+    """Its report, written once for the tests that read it (plots are most of a report's time)."""
+    from results.report import write_report
+
+    return write_report(newer, newer.parent / "rep")
+
+
+def test_summary_names_tasks_chance_teacher_floor_and_counts(newer, newer_report):
+    md = newer_report["md"].read_text()
+    summary = md.split("## Summary")[1].split("## Recommended students")[0]
+    df = results.load(newer)
+    ok = df[df["status"] == "OK"]
+    assert "language (language ID over 10 languages, chance 0.10)" in summary
+    assert "chance 0.33" in summary and "fidelity smoke" in summary and "Caveat:" in summary
+    assert "the teacher loses to the floor (0.574 vs 0.694)" in summary
+    n_floor = int((ok["probe_acc_mean"] > ok["logmel_probe_acc_mean"]).sum())
+    n_teacher = int((ok["probe_acc_mean"] > ok["teacher_probe_acc_mean"]).sum())
+    assert 0 < n_floor < len(ok)
+    assert f"({n_teacher} of {len(ok)} students beat it)" in summary
+    assert f"({n_floor} of {len(ok)} beat it;" in summary
+    assert "held-out R²" in summary and "Bootstrap 95% intervals" in summary
+    # Intervals reach the tables, and the report names neighbours whose gap is inside them.
+    front = md.split("## Frontier: probe_acc_mean vs latency")[1].split("## Frontier")[0]
+    assert "[0." in front and "R²" in front
+    assert "Within each other's 95% interval" in front
+    assert "| teacher size (MiB, TFLite) | 6.188 |" in md
+    # Budget rows: each a different student.
+    rec = md.split("## Recommended students")[1].split("## Frontier")[0]
+    for part in rec.split("### Per size budget"):
+        ids = [ln.split(" | ")[1] for ln in part.splitlines() if ln.startswith("| ≤")]
+        assert len(ids) >= 2 and len(set(ids)) == len(ids), part
+
+
+def test_indistinct_neighbours_hand_checked():
+    from results.report import indistinct_neighbours
+
+    front = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "probe_acc_mean": [0.50, 0.52, 0.60, 0.61],
+                          "probe_acc_mean_ci_lo": [0.46, 0.49, 0.57, 0.60], "probe_acc_mean_ci_hi": [0.54, 0.55, 0.63, 0.62]})
+    # a~b: 0.52 in [0.46, 0.54]; b, c apart; c~d: 0.61 in [0.57, 0.63] (though 0.60 is outside d's).
+    assert indistinct_neighbours(front, "probe_acc_mean") == [("a", "b"), ("c", "d")]
+    assert indistinct_neighbours(front.drop(columns=["probe_acc_mean_ci_lo"]), "probe_acc_mean") == []
+
+
+def test_budget_rows_are_distinct_students_on_the_reference_run():
+    from results.report import budget_ladder, recommendations
+
+    df = results.load(REPO / "results" / "reference")
+    # The old fixed budgets all picked one student: every student of this run is under 2 ms.
+    fixed = recommendations(df, "probe_acc_mean", "max_latency_ms", (1.0, 2.0, 5.0, 10.0))
+    assert len(fixed) == 1
+    ok = df[df["status"] == "OK"]
+    best = ok.loc[ok["probe_acc_mean"].idxmax()]
+    ladder = budget_ladder(ok["latency_ms_p50"], best["latency_ms_p50"])
+    assert ladder[0] >= ok["latency_ms_p50"].min() and ladder[-1] >= best["latency_ms_p50"] > ladder[-2]
+    picks = recommendations(df, "probe_acc_mean", "max_latency_ms", ladder)
+    ids = [r["trial_id"] for _, r in picks]
+    assert len(ids) == len(set(ids)) >= 3 and ids[-1] == best["trial_id"]
+    quality = [r["probe_acc_mean"] for _, r in picks]
+    assert quality == sorted(quality)  # a looser budget never recommends a worse student
+    assert budget_ladder(pd.Series([0.12, 3.0]), 3.0) == [0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+def test_report_tables_sit_in_their_own_scroll_box(newer_report):
+    from results.report import CSS
+
+    page = newer_report["html"].read_text()
+    assert ".scroll{overflow-x:auto" in CSS and "max-width:1100px" in CSS
+    assert page.count("<table") == page.count("<div class='scroll'><table") > 5
+    assert "<h3>FRILL&#x27;s configuration in this sweep</h3>" in page
+
+
+def _has_teacher_star(ax) -> bool:
+    return any(c.get_gid() == "teacher" for c in ax.collections)
+
+
+def test_plots_take_r2_and_draw_intervals_and_teacher_size(newer, sweep):
+    from matplotlib.container import ErrorbarContainer
+
+    from results import plots
+
+    df = results.load(newer)
+    fig = plots.quality_vs_cost(df, "tflite_bytes", quality="probe_acc_mean")
+    ax = fig.axes[0]
+    assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)
+    assert _has_teacher_star(ax)          # teacher_tflite_bytes places the teacher on the size plot
+    assert not [t for t in ax.texts if "FRILL" in t.get_text()]   # explained in the legend instead
+    r2 = plots.quality_vs_cost(df, "latency_ms_p50", quality="distill_r2_heldout").axes[0]
+    assert r2.get_ylabel() == "distill_r2_heldout" and not r2.containers
+    old = plots.quality_vs_cost(results.load(sweep), "tflite_bytes").axes[0]   # an older table
+    assert not old.containers and not _has_teacher_star(old)
+
+
+def test_baselines_json_fills_sweep_figures_the_rows_lack(tmp_path):
+    from results.report import summary, with_baselines
+
+    d = tmp_path / "ref"
+    d.mkdir()
+    for f in ("results.csv", "sweep.json"):
+        (d / f).write_bytes((REPO / "results" / "reference" / f).read_bytes())
+    (d / "baselines.json").write_text(json.dumps({
+        "teacher_probe_acc_language": 0.4, "logmel_probe_acc_language": 0.6, "teacher_probe_acc_rate": 0.76,
+        "logmel_probe_acc_rate": 0.508, "teacher_probe_acc_mean": 0.0, "teacher_tflite_bytes": 6488456,
+        "teacher_latency_how": "tflite"}))
+    df = with_baselines(results.load(d), d)
+    assert (df["teacher_tflite_bytes"] == 6488456).all() and df.attrs["baselines"].endswith("baselines.json")
+    info = results.sweep_info(d)
+    text = "\n".join(summary(df, info, "probe_acc_mean", results.ledger(df, info)))
+    assert "language: the teacher loses to the floor (0.400 vs 0.600)" in text
+    assert "teacher 0.580 (0 of 144 students beat it)" in text    # the rows' own value wins
+    assert "No student beats the floor" in text
+    # The committed reference run carries its recomputed baselines: its report says all this.
+    md = (REPO / "results" / "reference" / "report.md").read_text()
+    assert "language: the teacher loses to the floor (0.574 vs 0.694)" in md
+    assert "| teacher size (MiB, TFLite) | 6.188 |" in md
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_has_no_clipped_table_in_chromium_at_1280px(newer_report, tmp_path):
+    from tests import browser
+
+    # The committed reference report (regenerated with this code) and the widest table shape
+    # (every newer column present).
+    for page in (REPO / "results" / "reference" / "report.html", newer_report["html"]):
+        lay = browser.layout(page)
+        assert len(lay["tables"]) >= 8 and lay["viewport_px"] == browser.WIDTH
+        assert browser.clipped(lay) == [], page
+    # The check itself catches overflow: the page without scroll boxes and width cap does.
+    wide = newer_report["html"].read_text().replace("max-width:1100px", "").replace(".scroll{overflow-x:auto", ".x{")
+    wide = wide.replace("<td>", "<td>" + "w" * 60, 1)
+    (tmp_path / "wide.html").write_text(wide)
+    assert browser.clipped(browser.layout(tmp_path / "wide.html"))

@@ -97,6 +97,8 @@ def test_failing_trial_becomes_error_row_and_others_finish(tmp_path, runs_dir):
     assert "running 0" in out and _rows(runs_dir / "faulty")[bad["trial_id"]]["attempt"] == 2
 
 
+@pytest.mark.slow   # ~1/6 of make test: resume-from-ledger without reruns is also checked by the
+# failing-trial test above (its reruns); this adds a driver killed mid-run. make test-all runs it.
 def test_sigkilled_driver_resumes_without_rerunning_finished_trials(tmp_path, runs_dir):
     g = _grid(tmp_path, "killme", "  alpha: [0.25, 0.5, 0.75]")
     sdir = runs_dir / "killme"

@@ -111,6 +111,16 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
+def _main(capfd, *args: str) -> subprocess.CompletedProcess:
+    """`python -m teacher cache ARGS` in this process: the error paths, without a TF start each
+    (test_cli_builds_then_reuses runs the real process)."""
+    from teacher.__main__ import main
+    capfd.readouterr()
+    code = main(["cache", *args])
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["python", "-m", "teacher", "cache", *args], code, out, err)
+
+
 def _assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -134,8 +144,8 @@ def _bad_folder(tmp_path: Path, kind: str) -> str:
     ("missing", "does not exist"), ("empty", "has no audio files"),
     ("corrupt", "no usable audio.*1 unreadable"), ("short", "1 shorter than one crop"),
 ])
-def test_cli_bad_corpus(tmp_path, kind, pattern):
-    proc = _cli("--corpus", _bad_folder(tmp_path, kind), "--cache-dir", str(tmp_path / "c"))
+def test_cli_bad_corpus(tmp_path, capfd, kind, pattern):
+    proc = _main(capfd, "--corpus", _bad_folder(tmp_path, kind), "--cache-dir", str(tmp_path / "c"))
     _assert_one_line_error(proc, pattern)
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
 
@@ -146,13 +156,13 @@ def test_too_few_crops_fails_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_unknown_teacher(tmp_path):
-    proc = _cli("--teacher", "wav2vec", "--cache-dir", str(tmp_path))
+def test_cli_unknown_teacher(tmp_path, capfd):
+    proc = _main(capfd, "--teacher", "wav2vec", "--cache-dir", str(tmp_path))
     _assert_one_line_error(proc, "unknown teacher 'wav2vec'")
 
 
-def test_cli_unreachable_hub_names_offline_alternatives(tmp_path):
-    proc = _cli("--teacher", "trill", "--n-crops", "4", "--cache-dir", str(tmp_path))
+def test_cli_unreachable_hub_names_offline_alternatives(tmp_path, capfd):
+    proc = _main(capfd, "--teacher", "trill", "--n-crops", "4", "--cache-dir", str(tmp_path))
     _assert_one_line_error(proc, "cannot reach https://tfhub.dev.*resemblyzer.*SavedModel")
     assert not list(tmp_path.iterdir())
 
@@ -163,17 +173,18 @@ class OneKey(tf.Module):
         return {"emb": tf.reduce_mean(tf.reshape(samples, [-1, tf.shape(samples)[-1]]), -1, True)}
 
 
-def test_cli_savedmodel_without_key(tmp_path):
+def test_cli_savedmodel_without_key(tmp_path, capfd):
     tf.saved_model.save(OneKey(), str(tmp_path / "sm"))
-    proc = _cli("--teacher", f"{tmp_path / 'sm'}#layer19", "--n-crops", "4",
+    proc = _main(capfd, "--teacher", f"{tmp_path / 'sm'}#layer19", "--n-crops", "4",
                 "--cache-dir", str(tmp_path / "c"))
     _assert_one_line_error(proc, "no output 'layer19'; available keys: emb")
 
 
-def test_cli_without_espeak(tmp_path):
+def test_cli_without_espeak(tmp_path, capfd, monkeypatch):
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
-    proc = _cli("--n-crops", "4", "--cache-dir", str(tmp_path / "c"), env={"PATH": str(empty_bin)})
+    monkeypatch.setenv("PATH", str(empty_bin))
+    proc = _main(capfd, "--n-crops", "4", "--cache-dir", str(tmp_path / "c"))
     _assert_one_line_error(proc, "espeak-ng not found.*apt-get install espeak-ng")
 
 
