@@ -12,6 +12,7 @@ resume command.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -32,8 +33,9 @@ from ray import tune
 
 from results import folder
 from results.errors import FrillError, first_line
+from results.files import atomic_write
 from results.folder import Ledger
-from sweep import SweepError
+from sweep import SweepError, quiet
 from students.config import DEPTHS
 from sweep.config import SweepConfig, TrialConfig
 from sweep.context import SweepContext, prepare
@@ -46,6 +48,9 @@ LOCALHOST = "127.0.0.1"
 def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
     job = config["job"]
     cfg = TrialConfig.from_dict(job["trial"])
+    # Before TF's context starts: pins its pools to the trial's CPUs (Ray does not) and
+    # silences its start-up lines in the worker log.
+    quiet.start_tensorflow(threads=cfg.run_train.threads)
     out = Path(tempfile.mkdtemp(prefix=f"trial-{job['trial_id']}-"))
     row = run_trial(cfg, ctx, out, sweep=job["sweep"], attempt=job["attempt"],
                     init=inits.get(job["init_from"]), keep_weights=job["keep_weights"],
@@ -175,12 +180,15 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 def _start_ray() -> str:
     """Join RAY_ADDRESS's cluster, or start a local Ray bound to 127.0.0.1; returns where."""
     address = os.environ.get("RAY_ADDRESS") or None
+    # 'local': a new Ray of our own; None would join any cluster `ray start` left on the machine.
     local = {} if address else {"_node_ip_address": LOCALHOST}
     if address:
         check_reachable(address)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR",
-                 log_to_driver=False, ignore_reinit_error=True, **local)
+        # Workers on other nodes get the quiet TF settings through the runtime env.
+        ray.init(address=address or "local", include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": dict(quiet.ENV)}, **local)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
         raise SweepError(f"cannot start or join {where} ({type(e).__name__}: {first_line(e, 200)})"
@@ -287,6 +295,8 @@ def _tune(sc: SweepConfig, trials, pending, rows, sdir, name, cpus, memory_gb, s
         log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
             "as Ray tasks across them")
     ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None)
+    # Sweep-level figures (per-task teacher and floor, teacher size) beside the rows, for the report.
+    atomic_write(sdir / "baselines.json", json.dumps(ctx.baselines, indent=1))
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
     storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
     twins = {t.twin().trial_id(sc) for t in trials if t.warm_start}

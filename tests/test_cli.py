@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FAULTY = """\
 name: faulty
-shared: {fidelity: smoke, depth: tiny, bottleneck: 64, rank: 16}
+shared: {fidelity: smoke, depth: tiny, bottleneck: 64, rank: 16, n_heldout: 64, n_eval_clips: 120}
 axes:
   alpha: [0.25]
   learning_rate: [1.0e+12]
