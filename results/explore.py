@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.table import load, runs_root
+from results.folder import load, runs_root
 
 DEFAULT_SWEEP = "frill144"
 

@@ -17,7 +17,7 @@ from sweep.config import SweepConfig
 from teacher import cache
 from teacher.audio import clip_to_crops
 from teacher.cache import DistillSet, EvalTask
-from teacher.errors import CacheError
+from teacher.errors import CacheError, CorpusError
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.EmbedFn | None = None) -
     log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {sweep.teacher}, "
         f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
     tasks = tuple(cache.load_eval_tasks(dset))
+    _check_usable(sweep, dset, tasks)
     features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
     eval_inputs, by_clips = {}, {}
     for task in tasks:   # tasks labelling the same clips share one feature array
@@ -52,6 +53,21 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.EmbedFn | None = None) -
     return SweepContext(sweep=sweep, dset=dset, features=features, tasks=tasks,
                         eval_inputs=eval_inputs,
                         baselines=_baselines(dset, tasks, sweep, log))
+
+
+def _check_usable(sweep: SweepConfig, dset: DistillSet, tasks) -> None:
+    """What would otherwise fail at the last stage of every trial fails here, in one line."""
+    from students.evaluate import check_task
+    if not tasks:
+        raise CorpusError(f"corpus {sweep.corpus!r} has no labelled evaluation task, so no student "
+                          "can be scored: label its files (one subfolder per label, or a label "
+                          "column in the manifest)")
+    for task in tasks:
+        check_task(task)   # EvalError: e.g. one label only, or a label missing from a split
+    held = np.asarray(dset.heldout, bool)
+    if held.all() or not held.any():
+        raise CorpusError(f"distillation set {dset.path} needs both training and held-out crops "
+                          f"(has {int((~held).sum())} and {int(held.sum())}); give the corpus more files")
 
 
 def _logmel(crops: np.ndarray) -> np.ndarray:

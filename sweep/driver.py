@@ -248,6 +248,7 @@ def _run_locked(grid, name, sdir, trials, command, cpus, memory_gb, storage, log
     try:
         where = _start_ray()
         check_resources(cpus, memory_gb, where)
+        ctx = _context(grid.sweep, trials, name, log)   # before sweep.json: a refusal writes nothing
         if (sdir / "sweep.json").exists():   # read again under the lock: another driver may have written it
             info = folder.read_info(sdir)
             if folder.expected_ids(info) != [t.trial_id(grid.sweep) for t in trials]:
@@ -267,7 +268,7 @@ def _run_locked(grid, name, sdir, trials, command, cpus, memory_gb, storage, log
         pending = [by_id[t] for t in before.pending]
         log(f"[{name}] {before.line()}; running {len(pending)}")
         if pending:
-            _tune(grid.sweep, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
+            _tune(ctx, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
                   len(trials) - len(pending), log)
     finally:
         ray.shutdown()
@@ -286,8 +287,8 @@ def _run_locked(grid, name, sdir, trials, command, cpus, memory_gb, storage, log
     return after
 
 
-def _tune(sc: SweepConfig, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
-          already, log) -> None:
+def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
+    """The sweep's shared context, and what would fail every trial at its end, checked first."""
     # On a cluster the teacher targets are built in parallel on every node; on one
     # machine a second TF process per core would cost more than it saves.
     nodes = sum(n["Alive"] for n in ray.nodes())
@@ -295,6 +296,17 @@ def _tune(sc: SweepConfig, trials, pending, rows, sdir, name, cpus, memory_gb, s
         log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
             "as Ray tasks across them")
     ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None)
+    n_train = int((~np.asarray(ctx.dset.heldout, bool)).sum())
+    batch = max(t.train.batch_size for t in trials)
+    if n_train < batch:
+        raise SweepError(f"the distillation set has {n_train} training crops, fewer than one batch "
+                         f"({batch}): use a larger corpus or n_crops, or a smaller batch_size")
+    return ctx
+
+
+def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
+          already, log) -> None:
+    sc = ctx.sweep
     # Sweep-level figures (per-task teacher and floor, teacher size) beside the rows, for the report.
     atomic_write(sdir / "baselines.json", json.dumps(ctx.baselines, indent=1))
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))

@@ -285,3 +285,20 @@ def test_a_trial_gives_the_same_row_alone_and_inside_a_sweep(smoke_sweep, tmp_pa
         inside = swept[alone["trial_id"]]
         for col in QUALITY:
             assert alone[col] == pytest.approx(inside[col], abs=1e-6), col
+
+
+def test_a_corpus_no_trial_could_score_is_refused_before_anything_is_written(tmp_path, runs_dir):
+    """Unlabelled audio (one subfolder: no labels) would fail every trial at its last stage;
+    it is one line at the start instead, and the sweep folder is not created."""
+    import soundfile as sf
+    audio = tmp_path / "audio" / "only"
+    audio.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        sf.write(audio / f"{i}.wav", (0.1 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    g = tmp_path / "unlabelled.yaml"
+    g.write_text(TINY.format(name="unlabelled", axes="  alpha: [0.25]").replace(
+        "fidelity: smoke,", f"fidelity: smoke, corpus: {tmp_path / 'audio'}, n_crops: 12,"))
+    p = _cli("run", "--grid", str(g), runs=runs_dir, env={"FRILL_CACHE": str(tmp_path / "cache")})
+    _one_line_error(p, "has no labelled evaluation task")
+    assert not (runs_dir / "unlabelled").exists()
