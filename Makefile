@@ -8,6 +8,9 @@ INDEX   ?= 0
 STAMP   := .venv/.setup-stamp
 FID     := $(if $(FIDELITY),--fidelity $(FIDELITY),)
 SWEEPNAME := $(if $(NAME),--name $(NAME),)
+# Resources per trial, and Tune's storage (a path every node sees, on a cluster).
+RESOURCES := $(if $(CPUS),--cpus-per-trial $(CPUS),) $(if $(GPUS),--gpus-per-trial $(GPUS),) \
+             $(if $(MEMORY),--memory-gb $(MEMORY),) $(if $(STORAGE),--storage $(STORAGE),)
 
 .PHONY: setup sweep trial list status test test-all bench rankcheck curves report clean
 
@@ -17,8 +20,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
-sweep: setup            ## run or resume the sweep (default: 144 students, local fidelity)
-	$(PY) -m sweep run --grid $(GRID) $(FID) $(SWEEPNAME)
+sweep: setup            ## run or resume the sweep (default: 144 students, local fidelity) [CPUS= GPUS= MEMORY= STORAGE=]
+	$(PY) -m sweep run --grid $(GRID) $(FID) $(SWEEPNAME) $(RESOURCES)
 
 trial: setup            ## one trial in-process, no Ray: make trial GRID=smoke INDEX=1 [PDB=1]
 	$(PY) -m sweep trial --grid $(GRID) --index $(if $(TRIAL),$(TRIAL),$(INDEX)) $(FID) $(if $(PDB),--pdb,)

@@ -104,7 +104,8 @@ def cmd_run(a) -> int:
     g = grid.load(a.grid, a.fidelity)
     try:
         led = driver.run_sweep(g, a.name or g.default_name, cpus_per_trial=a.cpus_per_trial,
-                               memory_gb=a.memory_gb, storage=a.storage)
+                               gpus_per_trial=a.gpus_per_trial, memory_gb=a.memory_gb,
+                               storage=a.storage)
     except KeyboardInterrupt:   # run_sweep has printed the ledger and the resume command
         return 130
     return 1 if led.missing else 0
@@ -146,6 +147,8 @@ def main(argv=None) -> int:
     _grid_args(p)
     p.add_argument("--name", default=None, help="sweep name (default: the grid's name)")
     p.add_argument("--cpus-per-trial", type=int, default=1)
+    p.add_argument("--gpus-per-trial", type=float, default=0,
+                   help="GPUs per trial (0.5: two trials share one); latency is still timed on CPU")
     p.add_argument("--memory-gb", type=float, default=2.0, help="Ray memory request per trial")
     p.add_argument("--storage", default=None, help="Tune storage_path (shared on a cluster)")
     p.set_defaults(fn=cmd_run)

@@ -135,12 +135,26 @@ class Recorder(tune.Callback):
                  f"elapsed {_fmt(elapsed)}, {eta}", flush=True)
 
 
-def check_flags(cpus_per_trial: int, memory_gb: float, storage: str | None) -> None:
+def trial_resources(cpus: int, gpus: float, memory_gb: float) -> dict:
+    """What each trial asks Tune for. Ray gives a trial with GPUs its own CUDA_VISIBLE_DEVICES,
+    so TensorFlow in the trial sees (only) the GPUs Ray assigned; fractions share one GPU."""
+    out = {"cpu": cpus, "memory": int(memory_gb * 2**30)}
+    if gpus:
+        out["gpu"] = gpus
+    return out
+
+
+def check_flags(cpus_per_trial: int, memory_gb: float, storage: str | None,
+                gpus_per_trial: float = 0) -> None:
     """What can be checked without Ray; nothing is written before this passes."""
     if not isinstance(cpus_per_trial, int) or cpus_per_trial < 1:
         raise SweepError(f"--cpus-per-trial must be a whole number >= 1, got {cpus_per_trial}")
     if not (isinstance(memory_gb, (int, float)) and math.isfinite(memory_gb) and memory_gb > 0):
         raise SweepError(f"--memory-gb must be a number > 0 (GiB per trial), got {memory_gb}")
+    if not (isinstance(gpus_per_trial, (int, float)) and math.isfinite(gpus_per_trial)
+            and gpus_per_trial >= 0 and (gpus_per_trial <= 1 or float(gpus_per_trial).is_integer())):
+        raise SweepError(f"--gpus-per-trial must be 0, a fraction of one GPU, or a whole number, "
+                         f"got {gpus_per_trial}")
     if storage and "://" not in storage:
         p = Path(storage).expanduser()
         if not p.is_absolute():
@@ -151,7 +165,7 @@ def check_flags(cpus_per_trial: int, memory_gb: float, storage: str | None) -> N
             raise SweepError(f"--storage {storage}: {parent} is not a writable folder")
 
 
-def check_resources(cpus_per_trial: int, memory_gb: float, where: str) -> None:
+def check_resources(cpus_per_trial: int, memory_gb: float, where: str, gpus_per_trial: float = 0) -> None:
     """A trial must fit on one alive node, or Tune would wait for it forever ('ETA ?')."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     cpus = max((n.get("CPU", 0) for n in nodes), default=0)
@@ -159,6 +173,11 @@ def check_resources(cpus_per_trial: int, memory_gb: float, where: str) -> None:
     if cpus_per_trial > cpus:
         raise SweepError(f"--cpus-per-trial {cpus_per_trial} is more than the largest node of {where} "
                          f"offers ({cpus:g} CPUs): use --cpus-per-trial {max(1, int(cpus))} or fewer")
+    gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    if gpus_per_trial > gpus:
+        raise SweepError(f"--gpus-per-trial {gpus_per_trial:g} is more than the largest node of {where} "
+                         f"offers ({gpus:g} GPUs): use --gpus-per-trial 0 to train on CPUs"
+                         + (f", or at most {gpus:g}" if gpus else ""))
     if memory_gb > mem:
         raise SweepError(f"--memory-gb {memory_gb:g} is more than the largest node of {where} offers "
                          f"to Ray ({mem:.1f} GiB): use --memory-gb {max(mem * 0.9, 0.1):.1f} or less")
@@ -216,19 +235,19 @@ def start_sweep(grid: Grid, name: str, indices: list[int] | None = None
     return sdir, trials, command
 
 
-def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1,
+def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1, gpus_per_trial: float = 0,
               memory_gb: float = 2.0, storage: str | None = None, indices: list[int] | None = None,
               log=print) -> Ledger:
     """Run or resume a sweep; returns the ledger after it. KeyboardInterrupt is re-raised after
     the ledger and the resume command are printed."""
-    check_flags(cpus_per_trial, memory_gb, storage)
+    check_flags(cpus_per_trial, memory_gb, storage, gpus_per_trial)
+    resources = trial_resources(cpus_per_trial, gpus_per_trial, memory_gb)
     sdir, trials, command = start_sweep(grid, name, indices)
     existed = sdir.exists()
     try:
         with folder.driver_lock(sdir):
             try:
-                return _run_locked(grid, name, sdir, trials, command, cpus_per_trial,
-                                   memory_gb, storage, log)
+                return _run_locked(grid, name, sdir, trials, command, resources, storage, log)
             finally:   # still holding the lock: no other driver's folder is touched
                 if not existed and not (sdir / "sweep.json").exists():
                     shutil.rmtree(sdir, ignore_errors=True)   # refused before anything was written
@@ -241,13 +260,13 @@ def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1,
         raise
 
 
-def _run_locked(grid, name, sdir, trials, command, cpus, memory_gb, storage, log) -> Ledger:
+def _run_locked(grid, name, sdir, trials, command, resources, storage, log) -> Ledger:
     for note in folder.recover(sdir):
         log(f"[{name}] {note}")
     rows = folder.read_rows(sdir)   # every landed row verified before Ray starts
     try:
         where = _start_ray()
-        check_resources(cpus, memory_gb, where)
+        check_resources(resources["cpu"], resources["memory"] / 2**30, where, resources.get("gpu", 0))
         ctx = _context(grid.sweep, trials, name, log)   # before sweep.json: a refusal writes nothing
         if (sdir / "sweep.json").exists():   # read again under the lock: another driver may have written it
             info = folder.read_info(sdir)
@@ -268,7 +287,7 @@ def _run_locked(grid, name, sdir, trials, command, cpus, memory_gb, storage, log
         pending = [by_id[t] for t in before.pending]
         log(f"[{name}] {before.line()}; running {len(pending)}")
         if pending:
-            _tune(ctx, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
+            _tune(ctx, trials, pending, rows, sdir, name, resources, storage,
                   len(trials) - len(pending), log)
     finally:
         ray.shutdown()
@@ -304,9 +323,9 @@ def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
     return ctx
 
 
-def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, cpus, memory_gb, storage,
+def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict, storage,
           already, log) -> None:
-    sc = ctx.sweep
+    sc, cpus = ctx.sweep, resources["cpu"]
     # Sweep-level figures (per-task teacher and floor, teacher size) beside the rows, for the report.
     atomic_write(sdir / "baselines.json", json.dumps(ctx.baselines, indent=1))
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
@@ -334,7 +353,7 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, cpus, memory_gb,
                         attempt=int(rows.get(t.trial_id(sc), {}).get("attempt", 0)) + 1)
                    for t in phase]
         trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx, inits=inits),
-                                        {"cpu": cpus, "memory": int(memory_gb * 2**30)})
+                                        resources)
         tuner = tune.Tuner(
             trainable,
             param_space={"job": tune.grid_search(configs)},
@@ -345,7 +364,8 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, cpus, memory_gb,
             run_config=tune.RunConfig(
                 name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0), callbacks=[recorder]))
-        log(f"[{name}] {len(phase)} trials on Ray ({slots} at a time, {cpus} CPU each), "
+        gpu = f", {resources['gpu']:g} GPU" if resources.get("gpu") else ""
+        log(f"[{name}] {len(phase)} trials on Ray ({slots} at a time, {cpus} CPU{gpu} each), "
             f"storage {storage}")
         try:
             tuner.fit()

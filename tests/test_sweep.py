@@ -172,6 +172,8 @@ def _one_line_error(p, *patterns):
     (["--memory-gb", "inf"], "--memory-gb must be a number > 0"),
     (["--storage", "relative/dir"], "must be an absolute path"),
     (["--storage", "/proc/1/nope"], "is not a writable folder"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial must be 0, a fraction of one GPU"),
+    (["--gpus-per-trial", "1.5"], "--gpus-per-trial must be 0, a fraction of one GPU"),
 ])
 def test_bad_flags_are_one_line_and_leave_nothing_behind(runs_dir, tmp_path, flags, says):
     g = _grid(tmp_path, "flags", "  alpha: [0.25]")
@@ -182,6 +184,7 @@ def test_bad_flags_are_one_line_and_leave_nothing_behind(runs_dir, tmp_path, fla
 @pytest.mark.parametrize("flags, says", [
     (["--cpus-per-trial", "512"], "is more than the largest node of this machine offers"),
     (["--memory-gb", "100000"], "is more than the largest node of this machine offers"),
+    (["--gpus-per-trial", "1"], "is more than the largest node of this machine offers (0 GPUs)"),
 ])
 def test_flags_beyond_the_machine_are_refused_before_sweep_json(runs_dir, tmp_path, flags, says):
     """These once waited forever ('ETA ?'), and their sweep.json then refused the fixed command."""
@@ -190,7 +193,7 @@ def test_flags_beyond_the_machine_are_refused_before_sweep_json(runs_dir, tmp_pa
     assert not (runs_dir / "big").exists()
     from sweep.driver import start_sweep
     from sweep.grid import load
-    start_sweep(load(str(g)), "big", "smoke")       # the corrected command is not refused
+    start_sweep(load(str(g)), "big")                # the corrected command is not refused
 
 
 def test_a_name_holding_another_grid_is_refused(runs_dir, tmp_path):
@@ -302,3 +305,22 @@ def test_a_corpus_no_trial_could_score_is_refused_before_anything_is_written(tmp
     p = _cli("run", "--grid", str(g), runs=runs_dir, env={"FRILL_CACHE": str(tmp_path / "cache")})
     _one_line_error(p, "has no labelled evaluation task")
     assert not (runs_dir / "unlabelled").exists()
+
+
+def test_gpus_per_trial_reaches_tunes_resource_request():
+    """Tested on CPU: the request Tune schedules by carries the GPU share (Ray then hands the
+    trial its CUDA_VISIBLE_DEVICES); without GPUs the request has none."""
+    from ray import tune
+
+    from sweep.driver import _trainable, trial_resources
+    with_gpu = tune.with_resources(_trainable, trial_resources(1, 0.5, 2.0))._resources
+    assert with_gpu.required_resources == {"CPU": 1.0, "GPU": 0.5, "memory": 2.0 * 2**30}
+    without = tune.with_resources(_trainable, trial_resources(2, 0, 1.0))._resources
+    assert "GPU" not in without.required_resources and without.required_resources["CPU"] == 2.0
+
+
+def test_rows_record_the_device_they_trained_on(smoke_sweep):
+    runs_dir, code, out = smoke_sweep
+    assert code == 0, out
+    rows = _rows(runs_dir / "smoke").values()
+    assert {r["train_device"] for r in rows} == {"CPU"}   # this machine has no GPU
