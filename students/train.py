@@ -57,6 +57,23 @@ class _StopOnNonFinite(keras.callbacks.Callback):
             raise TrainingDiverged(f"loss became {loss} at step {batch}; lower learning_rate")
 
 
+class Progress(keras.callbacks.Callback):
+    """Calls report({'step', 'train_loss', 'steps_per_second'}) every `every` steps and at the
+    last one (e.g. to Ray Tune, for its dashboards and loggers). The loss is Keras' running mean
+    over the steps so far, in the scaled targets' units."""
+
+    def __init__(self, report, total_steps: int, every: int = 10):
+        super().__init__()
+        self.report, self.total, self.every = report, total_steps, max(1, every)
+        self.step, self.t0 = 0, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0 or self.step == self.total:
+            self.report({"step": self.step, "train_loss": float((logs or {}).get("loss", float("nan"))),
+                         "steps_per_second": self.step / (time.perf_counter() - self.t0)})
+
+
 def dataset(inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> tf.data.Dataset:
     """In-memory pipeline: features are computed once per trial, never re-read per step."""
     ds = tf.data.Dataset.from_tensor_slices((inputs, targets))

@@ -54,10 +54,15 @@ def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"trial-{job['trial_id']}-"))
     row = run_trial(cfg, ctx, out, sweep=job["sweep"], attempt=job["attempt"],
                     init=inits.get(job["init_from"]), keep_weights=job["keep_weights"],
-                    row_fields={"ray_node_id": ray.get_runtime_context().get_node_id()})
+                    row_fields={"ray_node_id": ray.get_runtime_context().get_node_id()},
+                    progress=tune.report)
+    # The full row's numbers go to Tune too (its dataframe, TensorBoard/MLflow/W&B callbacks).
     # The folder travels to the driver through Tune's storage (shared storage_path on a
     # cluster); the driver lands it in the sweep's trials/ folder.
-    tune.report({"ok": int(row["status"] == "OK")}, checkpoint=tune.Checkpoint.from_directory(str(out)))
+    metrics = {k: v for k, v in row.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    tune.report({**metrics, "ok": int(row["status"] == "OK")},
+                checkpoint=tune.Checkpoint.from_directory(str(out)))
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -237,9 +242,10 @@ def start_sweep(grid: Grid, name: str, indices: list[int] | None = None
 
 def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1, gpus_per_trial: float = 0,
               memory_gb: float = 2.0, storage: str | None = None, indices: list[int] | None = None,
-              log=print) -> Ledger:
+              callbacks: tuple = (), log=print) -> Ledger:
     """Run or resume a sweep; returns the ledger after it. KeyboardInterrupt is re-raised after
-    the ledger and the resume command are printed."""
+    the ledger and the resume command are printed. callbacks: more Tune callbacks (an MLflow or
+    W&B logger, say), beside the one that lands each trial."""
     check_flags(cpus_per_trial, memory_gb, storage, gpus_per_trial)
     resources = trial_resources(cpus_per_trial, gpus_per_trial, memory_gb)
     sdir, trials, command = start_sweep(grid, name, indices)
@@ -247,7 +253,8 @@ def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1, gpus_per_trial:
     try:
         with folder.driver_lock(sdir):
             try:
-                return _run_locked(grid, name, sdir, trials, command, resources, storage, log)
+                return _run_locked(grid, name, sdir, trials, command, resources, storage,
+                                   callbacks, log)
             finally:   # still holding the lock: no other driver's folder is touched
                 if not existed and not (sdir / "sweep.json").exists():
                     shutil.rmtree(sdir, ignore_errors=True)   # refused before anything was written
@@ -260,7 +267,7 @@ def run_sweep(grid: Grid, name: str, *, cpus_per_trial: int = 1, gpus_per_trial:
         raise
 
 
-def _run_locked(grid, name, sdir, trials, command, resources, storage, log) -> Ledger:
+def _run_locked(grid, name, sdir, trials, command, resources, storage, callbacks, log) -> Ledger:
     for note in folder.recover(sdir):
         log(f"[{name}] {note}")
     rows = folder.read_rows(sdir)   # every landed row verified before Ray starts
@@ -288,7 +295,7 @@ def _run_locked(grid, name, sdir, trials, command, resources, storage, log) -> L
         log(f"[{name}] {before.line()}; running {len(pending)}")
         if pending:
             _tune(ctx, trials, pending, rows, sdir, name, resources, storage,
-                  len(trials) - len(pending), log)
+                  len(trials) - len(pending), callbacks, log)
     finally:
         ray.shutdown()
     rows = folder.read_rows(sdir)
@@ -324,7 +331,7 @@ def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
 
 
 def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict, storage,
-          already, log) -> None:
+          already, callbacks, log) -> None:
     sc, cpus = ctx.sweep, resources["cpu"]
     # Sweep-level figures (per-task teacher and floor, teacher size) beside the rows, for the report.
     atomic_write(sdir / "baselines.json", json.dumps(ctx.baselines, indent=1))
@@ -363,7 +370,7 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict,
                                         reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0), callbacks=[recorder]))
+                failure_config=tune.FailureConfig(max_failures=0), callbacks=[recorder, *callbacks]))
         gpu = f", {resources['gpu']:g} GPU" if resources.get("gpu") else ""
         log(f"[{name}] {len(phase)} trials on Ray ({slots} at a time, {cpus} CPU{gpu} each), "
             f"storage {storage}")

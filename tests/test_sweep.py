@@ -324,3 +324,23 @@ def test_rows_record_the_device_they_trained_on(smoke_sweep):
     assert code == 0, out
     rows = _rows(runs_dir / "smoke").values()
     assert {r["train_device"] for r in rows} == {"CPU"}   # this machine has no GPU
+
+
+def test_tune_sees_the_training_curve_and_the_full_row(smoke_sweep):
+    """Tune's own results (what its dataframe, TensorBoard, MLflow or W&B loggers read) hold a
+    loss every 10 steps and, at the end, the row's probe accuracies, size and latency."""
+    import json
+    runs_dir, code, out = smoke_sweep
+    assert code == 0, out
+    rows = _rows(runs_dir / "smoke")
+    results_files = sorted((runs_dir / "smoke" / "tune").glob("*/*/result.json"))
+    assert len(results_files) == len(rows) == 4
+    for f in results_files:
+        reports = [json.loads(line) for line in f.read_text().splitlines()]
+        curve = [r for r in reports if "train_loss" in r]
+        final = reports[-1]
+        row = rows[final["config"]["job"]["trial_id"]]
+        assert [r["step"] for r in curve] == list(range(10, row["steps"] + 1, 10))
+        for col in ("probe_acc_mean", "probe_acc_language", "distill_r2_heldout", "tflite_bytes",
+                    "latency_ms_p50"):
+            assert final[col] == pytest.approx(row[col]), col
