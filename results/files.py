@@ -1,13 +1,17 @@
-"""File helpers every package shares: the atomic write, checksums, file-name slugs.
+"""File helpers every package shares: the atomic write, checksums, file-name slugs, and fd 2
+on /dev/null for native libraries' start-up lines.
 
 Standard library only (like results/errors.py), so teacher/, students/ and sweep/ can import it
 without loading pandas, TF or Ray.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -47,3 +51,23 @@ def slug(text: str, default: str = "x") -> str:
     """A file-name-safe short name: the last path part, other than [alnum . _] -> '_', 40 chars."""
     name = Path(text.rstrip("/")).name or default
     return "".join(c if c.isalnum() or c in "._" else "_" for c in name)[:40]
+
+
+@contextlib.contextmanager
+def native_stderr_to_devnull() -> Iterator[None]:
+    """fd 2 on /dev/null for the block; Python's sys.stderr still writes to the real stream."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    py_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr.close()
+        sys.stderr = py_stderr

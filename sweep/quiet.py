@@ -11,11 +11,11 @@ deprecation warnings raised inside TF, Keras, tfmot, LiteRT) is filtered. FRILL_
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+
+from results.files import native_stderr_to_devnull
 
 # Set before any TF import (and inherited by Ray workers started from this process).
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}
@@ -31,26 +31,6 @@ NOISY_MODULES = r"(tensorflow|tf_keras|keras|tensorflow_model_optimization|tenso
 
 def verbose() -> bool:
     return os.environ.get("FRILL_TF_VERBOSE", "") not in ("", "0")
-
-
-@contextlib.contextmanager
-def native_stderr_to_devnull() -> Iterator[None]:
-    """fd 2 on /dev/null for the block; Python's sys.stderr still writes to the real stream."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    py_stderr = sys.stderr
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        sys.stderr.close()
-        sys.stderr = py_stderr
 
 
 def quiet_python_logs() -> None:

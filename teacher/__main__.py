@@ -10,44 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
-from collections.abc import Iterator
 
 from results.errors import FrillError
+from results.files import native_stderr_to_devnull
 
 
 class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
         return prefix + record.getMessage()
-
-
-@contextlib.contextmanager
-def quiet_native_stderr(enabled: bool) -> Iterator[None]:
-    """Send C++ chatter (TF/absl start-up lines written straight to fd 2) to /dev/null.
-
-    Python's sys.stderr keeps the real stream, so our messages, warnings and any
-    genuine traceback still show; --verbose turns this off.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    py_stderr = sys.stderr
-    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        sys.stderr.close()
-        sys.stderr = py_stderr
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Format())
-    with quiet_native_stderr(not args.verbose):
+    with native_stderr_to_devnull() if not args.verbose else contextlib.nullcontext():
         handler.stream = sys.stderr  # the real stream, not the silenced fd 2
         logging.basicConfig(level=logging.WARNING, handlers=[handler])
         if args.verbose:  # progress lines; stderr otherwise holds only warnings and errors
