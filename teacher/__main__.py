@@ -48,7 +48,7 @@ def _cache(args: argparse.Namespace) -> None:
     m = dset.manifest
     info = m.get("corpus_info", {})
     print(f"path: {dset.path}")
-    print(f"crops: {m['n_crops']} ({m['n_heldout']} held out)")
+    print(f"crops: {m['n_crops']} training + {m['n_heldout']} held out")
     print(f"teacher: {m['teacher']}  output_dim: {m['output_dim']}")
     print(f"reused: {'yes' if reused else 'no'}")
     print(f"teacher_calls: {m['teacher_calls']}  ({m['teacher_crops_per_second']} crops/s)")

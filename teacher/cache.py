@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from results.files import slug
+from results.files import sha256_file, slug
 from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
 from teacher.builtin import DEFAULT_N_CROPS, DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 from teacher.corpus import Corpus, EvalTask, check_corpus, corpus_identity, load_corpus
@@ -105,12 +105,20 @@ def load_distill_set(path: str | Path) -> DistillSet:
         raise CacheError(f"{path} is not a complete distillation set: rebuild it with "
                          "python -m teacher cache")
     manifest = json.loads((path / MANIFEST).read_text())
+    fix = f"delete {path} and rerun: the set is built again"
+    for name, digest in manifest.get("sha256", {}).items():
+        try:
+            ok = sha256_file(path / name) == digest
+        except OSError as exc:
+            raise CacheError(f"distillation set {path} is damaged ({name}: {exc}); {fix}") from None
+        if not ok:
+            raise CacheError(f"distillation set {path} is damaged ({name} does not match the "
+                             f"checksum recorded when it was built); {fix}")
     try:
         arrays = {n: np.load(path / f"{n}.npy", mmap_mode="r")
                   for n in ("crops", "targets", "heldout")}
     except (OSError, ValueError) as exc:
-        raise CacheError(f"distillation set {path} is damaged ({exc}): delete it and "
-                         "rebuild") from None
+        raise CacheError(f"distillation set {path} is damaged ({exc}); {fix}") from None
     return DistillSet(path, manifest["key"], arrays["crops"], arrays["targets"],
                       arrays["heldout"], manifest)
 
@@ -188,6 +196,10 @@ def _write_set(tmp: Path, corpus: Corpus, targets: np.ndarray, manifest: dict,
     _write_json(tmp / "sources.json", corpus.sources)
     _write_json(tmp / "identity.json", identity)
     _write_eval(tmp / "eval", corpus.tasks, list(corpus.info.get("eval_sources", [])))
+    # Checksums of what trials read back, verified on every load: a damaged or overwritten
+    # array is found, not silently reused.
+    manifest = {**manifest, "sha256": {p.relative_to(tmp).as_posix(): sha256_file(p)
+                                       for p in sorted(tmp.rglob("*")) if p.is_file()}}
     _write_json(tmp / MANIFEST, manifest)  # last: its presence marks the set complete
 
 

@@ -95,6 +95,24 @@ def test_interrupted_build_is_not_taken_as_complete(built, tmp_path):
     np.testing.assert_allclose(dset.targets, first.targets, atol=1e-6)  # deterministic rebuild
 
 
+@needs_espeak
+@pytest.mark.parametrize("victim", ["targets.npy", "heldout.npy", "eval/audio.npy", "eval/tasks.json"])
+def test_a_damaged_or_overwritten_cache_file_is_found_not_reused(built, tmp_path, victim):
+    """Every file of a set is checked against the checksum recorded when it was built: an array
+    overwritten with other values of the same size is one CacheError naming it and the fix."""
+    import shutil
+    _, first, _ = built
+    copy = tmp_path / first.path.name
+    shutil.copytree(first.path, copy)
+    f = copy / victim
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0x01                     # same size, one bit different
+    f.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match=f"{victim} does not match the checksum.*delete"):
+        load_distill_set(copy)
+    assert load_distill_set(first.path).key == first.key   # the intact set still loads
+
+
 def test_key_depends_on_settings_and_folder_contents(tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros(2 * CROP_SAMPLES, np.float32), SAMPLE_RATE)
     key = cache.cache_key(str(tmp_path), "resemblyzer", 0, 2400, 1000)[0]
@@ -200,7 +218,7 @@ def test_cli_builds_then_reuses(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "reused: no" in first.stdout and "reused: yes" in second.stdout
     for out in (first.stdout, second.stdout):
-        assert "crops: 6 (2 held out)" in out and "teacher_calls: 6" in out
+        assert "crops: 4 training + 2 held out" in out and "teacher_calls: 6" in out
         assert "output_dim: 256" in out and "skipped: 1 unreadable" in out
     assert "warning: skipped 1 unreadable audio file(s)" in first.stderr
     assert "Traceback" not in first.stderr + second.stderr
