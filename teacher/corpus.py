@@ -89,8 +89,10 @@ def _manifest_entries(path: Path) -> list[_Entry]:
                 if r and r[0].strip() and not r[0].lstrip().startswith("#")]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CorpusError(f"cannot read manifest {path}: {exc}") from None
-    if rows and rows[0][0].strip().lower() == "path":
-        rows = rows[1:]  # header
+    first = rows[0][0].strip() if rows else ""
+    if first.lower() == "path" or (Path(first).suffix.lower() not in AUDIO_SUFFIXES
+                                   and not (path.parent / first).exists()):
+        rows = rows[1:]  # a header ('path,label', 'file,class', ...): not an audio file
     if not rows:
         raise CorpusError(f"manifest {path} lists no audio files: one 'path[,label]' per line")
     out = []
@@ -130,6 +132,9 @@ def _decode(entries: list[_Entry], spec: str) -> tuple[_Items, dict]:
     """Read every file; skip (and count) unreadable ones and clips shorter than a crop."""
     good, bad, short = [], [], 0
     for e in entries:
+        if not e.path.is_file():   # libsndfile would only say 'System error.'
+            bad.append(f"{e.rel}: no such file (paths are relative to the manifest's folder)")
+            continue
         try:
             audio = load_audio(e.path)
         except AudioError as exc:

@@ -196,3 +196,16 @@ def test_bad_corpora_give_one_line_errors(tmp_path, setup, message):
     with pytest.raises(CorpusError, match=message) as info:
         load_corpus(str(path))
     assert "\n" not in str(info.value)
+
+
+def test_manifest_header_of_any_name_and_missing_files_are_named(tmp_path):
+    _write_labelled_folder(tmp_path / "pets")
+    csv = tmp_path / "list.csv"
+    csv.write_text("file,class\npets/cats/0.wav,cat\npets/cats/1.wav,cat\n"
+                   "pets/dogs/0.wav,dog\npets/dogs/1.wav,dog\n")
+    c = load_corpus(str(csv), seed=0, n_crops=4)
+    assert c.info["files_used"] == 4 and c.info["skipped_unreadable"] == 0   # the header is no file
+    gone = tmp_path / "gone.csv"
+    gone.write_text("path,label\nnope/a.wav,x\nnope/b.wav,y\n")
+    with pytest.raises(CorpusError, match=r"nope/a.wav: no such file \(paths are relative"):
+        load_corpus(str(gone), seed=0, n_crops=4)
