@@ -41,10 +41,6 @@ def _first(df: pd.DataFrame, col: str) -> float | None:
     return float(np.median(vals)) if len(vals) else None
 
 
-def _label(col: str) -> str:
-    return COSTS[col][0] if col in COSTS else col
-
-
 def _log_if_wide(ax, values: np.ndarray, axis: str = "x") -> None:
     """Log scale when values span more than 10x; ticks at 1-2-5 written as plain numbers."""
     v = values[np.isfinite(values) & (values > 0)]

@@ -19,7 +19,7 @@ import tf_keras as keras
 from tf_keras import layers
 
 BN_EPSILON = 1e-3
-# Keras uses 0.999; distillation runs here are a few hundred steps, and with 0.999 the moving
+# Keras uses 0.999; distillation runs here are tens to hundreds of steps, and with 0.999 the moving
 # statistics used at export would still be ~80% their initial (0, 1) values after 200 steps.
 BN_MOMENTUM = 0.99
 SE_RATIO = 0.25

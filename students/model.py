@@ -152,8 +152,8 @@ def projection_weights(student: Student) -> tuple[np.ndarray, np.ndarray]:
 def recalibrate_batchnorm(student: Student, inputs: np.ndarray, batch_size: int = 64) -> None:
     """Set every BatchNormalization's moving statistics to the average over `inputs`.
 
-    A student trained for a few hundred steps still carries part of BN's initial (0, 1)
-    statistics (0.99**200 = 13%), so the exported, inference-mode graph computes a slightly
+    A student trained for tens to hundreds of steps still carries part of BN's initial (0, 1)
+    statistics (0.99**64 = 53%, 0.99**200 = 13%), so the exported, inference-mode graph computes a slightly
     different function from the one trained, and QAT ranges learnt on training-mode
     activations fit it less well. One pass over a few hundred training inputs removes that
     lag. Runs the model in training mode (no weight update; QAT ranges move by at most 1%

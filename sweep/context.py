@@ -30,7 +30,7 @@ class SweepContext:
     baselines: dict              # teacher/log-mel probe accuracies, R2 reference, teacher latency
 
 
-def prepare(sweep: SweepConfig, log=print, embed: cache.EmbedFn | None = None) -> SweepContext:
+def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None) -> SweepContext:
     """embed: how teacher targets are computed if the set must be built (default: here)."""
     dset, reused = cache.build_or_load(sweep.corpus, sweep.teacher, seed=sweep.data_seed,
                                        n_crops=sweep.n_crops, n_eval_clips=sweep.n_eval_clips,

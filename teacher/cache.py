@@ -164,11 +164,11 @@ def _write_eval(folder: Path, tasks: list[EvalTask], sources: list[str]) -> None
 
 # (teacher spec, crops) -> (targets, teacher forward passes counted in crops). The sweep
 # passes one that spreads the crops over a Ray cluster's nodes.
-EmbedFn = Callable[[str, np.ndarray], tuple[np.ndarray, int]]
+TargetFn = Callable[[str, np.ndarray], tuple[np.ndarray, int]]
 
 
 def _embed(teacher: Teacher, spec: str, crops: np.ndarray,
-           embed: EmbedFn | None) -> tuple[np.ndarray, int, float]:
+           embed: TargetFn | None) -> tuple[np.ndarray, int, float]:
     t0, start_calls = time.perf_counter(), teacher.calls
     if embed is None:
         targets = teacher.embed(crops)
@@ -255,7 +255,7 @@ def _manifest(key: str, corpus: str, teacher: str, seed: int, model: Teacher, da
 
 
 def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int,
-           n_heldout: int, key: str, identity: dict, final: Path, embed: EmbedFn | None) -> bool:
+           n_heldout: int, key: str, identity: dict, final: Path, embed: TargetFn | None) -> bool:
     t0 = time.perf_counter()
     check_corpus(corpus)
     model = get_teacher(teacher)  # before synthesis: a bad or unreachable teacher fails fast
@@ -278,7 +278,7 @@ def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int
 def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed: int = 0,
                   n_crops: int | None = None, cache_dir: str | Path | None = None,
                   n_eval_clips: int | None = None, n_heldout: int = HELDOUT_CROPS,
-                  embed: EmbedFn | None = None) -> tuple[DistillSet, bool]:
+                  embed: TargetFn | None = None) -> tuple[DistillSet, bool]:
     """Return the distillation set for these settings and whether it was reused from the cache.
 
     embed: how to compute the teacher targets when building (default: in this process).
