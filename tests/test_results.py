@@ -409,3 +409,16 @@ def test_report_has_no_clipped_table_in_chromium_at_1280px(newer_report, tmp_pat
     wide = wide.replace("<td>", "<td>" + "w" * 60, 1)
     (tmp_path / "wide.html").write_text(wide)
     assert browser.clipped(browser.layout(tmp_path / "wide.html"))
+
+
+def test_a_schema_1_table_is_upgraded_on_load():
+    """The committed reference run predates schema 2: load() brings it up to date, filling what
+    v1 implied (every student from scratch, constant lr, 2400 crops) and leaving unmeasured
+    columns empty; the result is a valid schema-2 table."""
+    df = results.load(REPO / "results" / "reference")
+    assert len(df) == 144 and (df.schema_version == schema.SCHEMA_VERSION).all()
+    assert set(df.init) == {"scratch"} and set(df.lr_schedule) == {"constant"}
+    assert set(df.n_crops) == {2400} and df.distill_r2_heldout.isna().all()
+    assert schema.problems(df) == []
+    v2 = schema.upgrade(df.assign(schema_version=2))
+    assert v2.equals(df.assign(schema_version=2))    # a current table is left as it is
