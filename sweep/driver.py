@@ -43,6 +43,7 @@ from sweep.grid import Grid
 from sweep.trial import load_float_weights, run_trial
 
 LOCALHOST = "127.0.0.1"
+RAY_LOGS = "/tmp/ray/session_latest/logs"   # Ray's own default place for its workers' logs
 
 
 def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
@@ -88,16 +89,22 @@ def _fmt(seconds: float) -> str:
 class Recorder(tune.Callback):
     """Driver side: lands each trial folder, upserts its row into the table, prints progress."""
 
-    def __init__(self, sdir: Path, sweep_cfg: SweepConfig, total: int, already: int, log=print):
-        self.sdir, self.sweep_cfg, self.total, self.log = sdir, sweep_cfg, total, log
+    def __init__(self, sdir: Path, sweep_cfg: SweepConfig, total: int, already: int, slots: int,
+                 log=print):
+        self.sdir, self.sweep_cfg, self.total, self.slots, self.log = sdir, sweep_cfg, total, slots, log
         self.done = already
         self.errors = 0
         self.ran = 0
         self.t0 = time.monotonic()
         self.last_line = 0.0
+        self.running: dict[str, float] = {}   # Tune trial id -> when it started
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running[trial.trial_id] = time.monotonic()
 
     def _land(self, trial, fill) -> None:
         tid = trial.config["job"]["trial_id"]
+        self.running.pop(trial.trial_id, None)
         row = folder.land(self.sdir, tid, fill)
         note = folder.update_table(self.sdir, row)
         if note != "updated":
@@ -135,9 +142,14 @@ class Recorder(tune.Callback):
         self.last_line = now
         elapsed = now - self.t0
         left = self.total - self.done
-        eta = f"ETA {_fmt(elapsed / self.ran * left)}" if self.ran else "ETA ?"
-        self.log(f"[{self.sdir.name}] {self.done}/{self.total} done, {self.errors} errors, "
-                 f"elapsed {_fmt(elapsed)}, {eta}", flush=True)
+        if self.ran:
+            eta = f"ETA {_fmt(elapsed / self.ran * left)}"
+        elif self.running:   # nothing landed yet: every trial takes at least as long as the oldest so far
+            eta = f"ETA > {_fmt(max(now - t for t in self.running.values()) * math.ceil(left / self.slots))}"
+        else:
+            eta = "ETA ?"
+        self.log(f"[{self.sdir.name}] {self.done}/{self.total} done, {len(self.running)} running, "
+                 f"{self.errors} errors, elapsed {_fmt(elapsed)}, {eta}", flush=True)
 
 
 def trial_resources(cpus: int, gpus: float, memory_gb: float) -> dict:
@@ -338,7 +350,9 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict,
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
     storage = storage or os.environ.get("FRILL_STORAGE") or str((sdir / "tune").resolve())
     twins = {t.twin().trial_id(sc) for t in trials if t.warm_start}
-    recorder = Recorder(sdir, sc, len(trials), already, log)
+    recorder = Recorder(sdir, sc, len(trials), already, slots, log)
+    log(f"[{name}] trial logs (stdout, stderr, tracebacks): {RAY_LOGS} on each node, and each "
+        f"trial's error.txt in {sdir / 'trials'}")
     # Tune's default console output (experiment banner, tables) would bury our progress
     # line; its legacy reporter at verbose=0 prints nothing.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

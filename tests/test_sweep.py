@@ -50,7 +50,8 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
         assert df[col].notna().all() and (df[col] > 0).all(), col
     for tid in led.expected:
         assert (sdir / "trials" / tid / "model.tflite").stat().st_size == int(df.set_index("trial_id").tflite_bytes[tid])
-    assert "4/4 done" in out                      # the live progress line
+    assert "4/4 done, 0 running" in out           # the live progress line
+    assert "trial logs (stdout, stderr, tracebacks): /tmp/ray/session_latest/logs" in out
     # QAT and low-rank students fine-tune their float twin's landed weights.
     twin = df[(df.compression == "none") & ~df.qat].trial_id.item()
     warm = df[df.init == "float_twin"]
