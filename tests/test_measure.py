@@ -120,7 +120,7 @@ class FakeTeacher:
 
 def test_teacher_latency_tflite_and_cached(tmp_path, monkeypatch):
     lat, how, path = measure.teacher_latency(FakeTeacher("fake/teacher"), runs=50, warmup=2, cache_dir=tmp_path)
-    assert path == tmp_path / "teacher-fake_teacher.tflite" and path.stat().st_size > 0
+    assert path.parent == tmp_path and path.suffix == ".tflite" and path.stat().st_size > 0
     assert how == "tflite" and lat.runtime.startswith("litert ") and 0 < lat.p50_ms <= lat.p90_ms
     # Named by results.files.slug, the rule the cache folders use: the spec's last path part.
     assert [p.name for p in tmp_path.iterdir()] == ["teacher-teacher.tflite"]

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import results
 from results import explore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,5 +65,5 @@ def test_pick_resolves_relative_paths_from_the_repo_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                         # outside any checkout: this package's repo
     assert explore.repo_root() == REPO
     assert len(explore.open_sweep("results/reference")) == 144
-    with pytest.raises(ValueError, match="no sweep named 'nope'"):
+    with pytest.raises(results.ResultsError, match="no sweep named 'nope'"):
         explore.open_sweep("nope")

@@ -210,21 +210,26 @@ def test_damaged_row_stops_run_before_ray_with_one_line(runs_dir, tmp_path):
     from results import folder
     g = _grid(tmp_path, "dmg", "  alpha: [0.25]")
     from sweep.grid import load
-    (t,) = load(str(g)).trials("smoke")
+    grid = load(str(g))
+    (t,), (tid,) = grid.trials, grid.ids
     sdir = runs_dir / "dmg"
     folder.write_info(sdir, {"name": "dmg", "grid": "dmg", "fidelity": "smoke",
-                             "expected_trial_ids": [t.trial_id], "command": "python -m sweep run ..."})
-    folder.land(sdir, t.trial_id, lambda tmp: (tmp.mkdir(), folder.write_row(
-        tmp, folder.new_row(t.flat(), sweep="dmg", attempt=1, error_class="X"))))
-    (sdir / "trials" / t.trial_id / "row.json").write_text('{"trial_id": ')
+                             "expected_trial_ids": [tid], "command": "python -m sweep run ..."})
+    folder.land(sdir, tid, lambda tmp: (tmp.mkdir(), folder.write_row(
+        tmp, folder.new_row(t.flat(grid.sweep), sweep="dmg", attempt=1, error_class="X"))))
+    (sdir / "trials" / tid / "row.json").write_text('{"trial_id": ')
     _one_line_error(_cli("run", "--grid", str(g), runs=runs_dir), "row.json is damaged",
-                    f"delete the folder {sdir / 'trials' / t.trial_id}")
+                    f"delete the folder {sdir / 'trials' / tid}")
 
 
 def test_ctrl_c_before_the_first_trial_lands_prints_ledger_and_resume(tmp_path, runs_dir):
     g = _grid(tmp_path, "intr", "  alpha: [0.25, 0.5]")
     p = _run(g, runs_dir)
-    first = p.stdout.readline()            # '[intr] expected 2, done 0, ...; running 2'
+    first = ""
+    while "; running" not in first:       # '[intr] expected 2, done 0, ...; running 2'
+        line = p.stdout.readline()
+        assert line, first
+        first += line
     p.send_signal(signal.SIGINT)
     out = first + p.communicate(timeout=300)[0]
     assert p.returncode in (1, 130), out
