@@ -10,7 +10,7 @@ import yaml
 
 from students.config import StudentConfig, TrainConfig
 from results.errors import FrillError, first_line
-from sweep.config import FIDELITIES, INITS, SweepConfig, TrialConfig
+from sweep.config import FIDELITIES, SweepConfig, TrialConfig
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 STUDENT_KEYS = {f.name for f in dataclasses.fields(StudentConfig)}
@@ -111,8 +111,6 @@ def _expand(path: Path, shared: dict, axes: dict, preset: dict,
         try:
             student = StudentConfig(**{k: v for k, v in s.items() if k in STUDENT_KEYS})
             init = s.get("init", preset.get("init", "scratch"))
-            if init not in INITS:
-                raise ValueError(f"init={init!r} is not valid; choose one of {list(INITS)}")
             train = TrainConfig(steps=get("steps"), batch_size=get("batch_size"),
                                 learning_rate=get("learning_rate"),
                                 lr_schedule=get("lr_schedule"), seed=s.get("seed", 0))
