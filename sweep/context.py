@@ -15,7 +15,6 @@ import numpy as np
 from results.files import atomic_write
 from sweep.config import SweepConfig
 from teacher import cache
-from teacher.audio import clip_to_crops
 from teacher.cache import DistillSet, EvalTask
 from teacher.errors import CacheError, CorpusError
 
@@ -41,13 +40,12 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None) 
     _check_usable(sweep, dset, tasks)
     features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
     eval_inputs, by_clips = {}, {}
+    from students.evaluate import clip_inputs
     for task in tasks:   # tasks labelling the same clips share one feature array
         key = tuple(id(c) for c in task.clips)
         if key not in by_clips:
-            counts = np.array([len(clip_to_crops(np.asarray(c))) for c in task.clips])
-            x = _cached(Path(dset.path) / "eval" / f"features-{task.name}.npy",
-                        lambda: _logmel(np.concatenate([clip_to_crops(np.asarray(c, np.float32))
-                                                        for c in task.clips])))
+            crops, counts = clip_inputs(task.clips)
+            x = _cached(Path(dset.path) / "eval" / f"features-{task.name}.npy", lambda: _logmel(crops))
             by_clips[key] = (x, counts)
         eval_inputs[task.name] = by_clips[key]
     return SweepContext(sweep=sweep, dset=dset, features=features, tasks=tasks,

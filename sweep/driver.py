@@ -368,11 +368,11 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict,
         inits = {tid: load_float_weights(p) for tid in need
                  if (p := sdir / "trials" / tid / "float_weights.npz").exists()}
         configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(),
-                        trial_id=t.trial_id(sc), sweep=name,
+                        trial_id=tid, sweep=name,
                         init_from=t.twin().trial_id(sc) if t.warm_start else "",
-                        keep_weights=t.trial_id(sc) in twins,
-                        attempt=int(rows.get(t.trial_id(sc), {}).get("attempt", 0)) + 1)
-                   for t in phase]
+                        keep_weights=tid in twins,
+                        attempt=int(rows.get(tid, {}).get("attempt", 0)) + 1)
+                   for t, tid in ((t, t.trial_id(sc)) for t in phase)]
         trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx, inits=inits),
                                         resources)
         tuner = tune.Tuner(
