@@ -14,7 +14,7 @@ import pandas as pd
 
 from results.errors import FrillError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BYTES_PER_MB = 2**20  # the paper's "MB" is binary (FRILL's 38.5 MB = 38.5 MiB)
 
 # dtype kinds -> pandas dtypes. Nullable ints/bools: errored rows have no measurements.
@@ -83,7 +83,10 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("attempt", "int", "", "1 for the first run of this trial, 2 for its retry after an error"),
             ("ray_node_id", "str", "", "Ray node that ran the trial (empty for `python -m sweep trial`)"),
             ("init_from", "str", "", "trial_id of the float twin a float_twin trial started from; '' otherwise"),
-            ("train_device", "str", "", "where training ran: CPU, or GPU (its TF device name)"))
+            ("train_device", "str", "", "where training ran: CPU, or GPU (its TF device name)"),
+            ("resumed_from_step", "int", "steps",
+             "training step of the checkpoint this trial resumed from after Tune restarted it "
+             "(a lost worker or node); 0 = trained in one go"))
     + _cols("size", "ok",
             ("tflite_bytes", "int", "bytes", "file size of the exported model.tflite", "cost"),
             ("params", "int", "count",
@@ -276,7 +279,15 @@ def _from_v1(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-UPGRADES = {1: _from_v1}   # version -> function giving the next version's table
+def _from_v2(df: pd.DataFrame) -> pd.DataFrame:
+    """v2 -> v3: v2 trials never resumed from a checkpoint."""
+    df = df.copy()
+    df["resumed_from_step"] = 0
+    df["schema_version"] = 3
+    return df
+
+
+UPGRADES = {1: _from_v1, 2: _from_v2}   # version -> function giving the next version's table
 
 
 def upgrade(df: pd.DataFrame) -> pd.DataFrame:

@@ -18,11 +18,14 @@ from teacher.builtin import DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 #   paper: FRILL's recipe for a cluster (Adam 1e-4, batch 512, 50k steps).
 FIDELITIES: dict[str, dict] = {
     "smoke": dict(steps=20, finetune_steps=10, batch_size=16, learning_rate=1e-3,
-                  lr_schedule="constant", init="float_twin", n_crops=320, latency_runs=50),
+                  lr_schedule="constant", init="float_twin", n_crops=320, latency_runs=50,
+                  checkpoint_every=0),
     "local": dict(steps=64, finetune_steps=16, batch_size=32, learning_rate=1e-3,
-                  lr_schedule="constant", init="float_twin", n_crops=12000, latency_runs=50),
+                  lr_schedule="constant", init="float_twin", n_crops=12000, latency_runs=50,
+                  checkpoint_every=0),
     "paper": dict(steps=50_000, finetune_steps=50_000, batch_size=512, learning_rate=1e-4,
-                  lr_schedule="constant", init="scratch", n_crops=12000, latency_runs=200),
+                  lr_schedule="constant", init="scratch", n_crops=12000, latency_runs=200,
+                  checkpoint_every=1000),
 }
 # The rank check's long runs (make rankcheck): 4x the steps on the same data and eval set.
 FIDELITIES.update({f"{k}4x": {**FIDELITIES[k], "steps": 4 * FIDELITIES[k]["steps"],
@@ -49,14 +52,20 @@ class SweepConfig:
     data_seed: int = 0                               # the corpus draw
     latency_threads: int = 1
     latency_runs: int = 50
+    # Training steps between a trial's checkpoints (weights, optimizer state), from which a
+    # trial that lost its worker resumes; 0 = none. Resuming gives the same row, so it is
+    # not part of the trial id.
+    checkpoint_every: int = 0
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:
             raise ValueError(f"fidelity={self.fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
         for name in ("n_crops", "n_heldout", "n_eval_clips", "latency_threads", "latency_runs"):
             _positive_int(name, getattr(self, name))
-        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
-            raise ValueError(f"data_seed={self.data_seed!r} must be an integer >= 0")
+        for name in ("data_seed", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be an integer >= 0")
         if self.n_eval_clips < 4:
             raise ValueError(f"n_eval_clips={self.n_eval_clips} must be >= 4 (train and test clips)")
         if not self.teacher or not self.corpus:
@@ -104,12 +113,14 @@ class TrialConfig:
         return cls(student=StudentConfig(**d.pop("student")), train=TrainConfig(**d.pop("train")), **d)
 
     def trial_id(self, sweep: SweepConfig) -> str:
-        """Stable 12-hex id of everything that changes the result (not thread counts)."""
+        """Stable 12-hex id of everything that changes the result (not thread counts, not
+        checkpointing)."""
         d = self.as_dict()
         d["train"].pop("threads")
         if not self.warm_start:   # a float twin trains the same way under either init
             d["init"], d["finetune_steps"] = "scratch", 0
-        d["sweep"] = {k: v for k, v in sweep.as_dict().items() if k != "latency_threads"}
+        d["sweep"] = {k: v for k, v in sweep.as_dict().items()
+                      if k not in ("latency_threads", "checkpoint_every")}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

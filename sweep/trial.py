@@ -79,7 +79,8 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", dict(trial_id=cfg.trial_id(sc), sweep=sweep,
                                              config=cfg.as_dict(), sweep_config=sc.as_dict()))
-    row = new_row(cfg.flat(sc), sweep=sweep, attempt=attempt, started_at=_now(), **provenance(),
+    row = new_row(cfg.flat(sc), sweep=sweep, attempt=attempt, started_at=_now(), resumed_from_step=0,
+                  **provenance(),
                   **(row_fields or {}))
     seconds = {f"seconds_{s}": 0.0 for s in STAGES}
     seconds["seconds_setup"] = time.perf_counter() - entered

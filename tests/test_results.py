@@ -420,5 +420,6 @@ def test_a_schema_1_table_is_upgraded_on_load():
     assert set(df.init) == {"scratch"} and set(df.lr_schedule) == {"constant"}
     assert set(df.n_crops) == {2400} and df.distill_r2_heldout.isna().all()
     assert schema.problems(df) == []
-    v2 = schema.upgrade(df.assign(schema_version=2))
-    assert v2.equals(df.assign(schema_version=2))    # a current table is left as it is
+    assert set(df.resumed_from_step) == {0}
+    current = df.assign(schema_version=schema.SCHEMA_VERSION)
+    assert schema.upgrade(current).equals(current)    # a current table is left as it is
