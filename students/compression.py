@@ -117,19 +117,20 @@ class _Bottleneck:
 class LowRankHandoff(keras.callbacks.Callback):
     """Steps blend 1 -> 0 over the first HANDOFF_FRACTION of `total_steps`, resetting B, C first."""
 
-    def __init__(self, model: keras.Model, total_steps: int):
+    def __init__(self, model: keras.Model, total_steps: int, start_step: int = 0):
         super().__init__()
         self._vars = _Bottleneck(model)
         end = max(1, int(HANDOFF_FRACTION * total_steps))
         self._updates = min(HANDOFF_UPDATES, end)
-        # Steps (1-based, counted over the whole fit) after which an update happens.
+        # Steps (1-based, counted over the whole training) after which an update happens.
         self._update_steps = {round(end * (k + 1) / self._updates) for k in range(self._updates)}
-        self._step = 0
-        self._done = 0
+        # A resumed run (start_step > 0) continues the schedule; its factors come restored.
+        self._step = start_step
+        self._done = sum(s <= start_step for s in self._update_steps)
 
     def on_train_begin(self, logs=None):
         # Factors start from the SVD of the initial W, so the blend never jumps.
-        if float(self._vars.blend.numpy()) > 0.0:
+        if self._step == 0 and float(self._vars.blend.numpy()) > 0.0:
             self._vars.reset_factors()
 
     def on_train_batch_end(self, batch, logs=None):

@@ -49,12 +49,13 @@ class Student:
     embed_model: keras.Model
     warm: bool = False      # started from a trained float twin (its projection predicts targets)
 
-    def callbacks(self, total_steps: int) -> list[keras.callbacks.Callback]:
-        """Training callbacks the trainer must pass to fit (the low-rank handoff)."""
+    def callbacks(self, total_steps: int, start_step: int = 0) -> list[keras.callbacks.Callback]:
+        """Training callbacks the trainer must pass to fit (the low-rank handoff); start_step:
+        where a resumed run starts."""
         if total_steps < 1:
             raise ValueError(f"total_steps={total_steps} must be >= 1")
         if self.cfg.compression == "lowrank":
-            return [compression.LowRankHandoff(self.train_model, total_steps)]
+            return [compression.LowRankHandoff(self.train_model, total_steps, start_step)]
         return []
 
 

@@ -12,6 +12,7 @@ resume command.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,6 +45,7 @@ from sweep.trial import load_float_weights, run_trial
 
 LOCALHOST = "127.0.0.1"
 RAY_LOGS = "/tmp/ray/session_latest/logs"   # Ray's own default place for its workers' logs
+MAX_RESTARTS = 2   # Tune's restarts of a trial whose worker died, within one run
 
 
 def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
@@ -52,11 +54,17 @@ def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
     # Before TF's context starts: pins its pools to the trial's CPUs (Ray does not) and
     # silences its start-up lines in the worker log.
     quiet.start_tensorflow(threads=cfg.run_train.threads)
+    from students.train import STATE_JSON   # imports TF: only after the line above
     out = Path(tempfile.mkdtemp(prefix=f"trial-{job['trial_id']}-"))
-    row = run_trial(cfg, ctx, out, sweep=job["sweep"], attempt=job["attempt"],
-                    init=inits.get(job["init_from"]), keep_weights=job["keep_weights"],
-                    row_fields={"ray_node_id": ray.get_runtime_context().get_node_id()},
-                    progress=tune.report)
+    # Restarted by Tune after its worker died: continue from the last training checkpoint.
+    last = tune.get_checkpoint()
+    with last.as_directory() if last else contextlib.nullcontext() as resume:
+        if resume and not (Path(resume) / STATE_JSON).exists():
+            resume = None   # the finished trial's own folder: nothing to continue
+        row = run_trial(cfg, ctx, out, sweep=job["sweep"], attempt=job["attempt"],
+                        init=inits.get(job["init_from"]), keep_weights=job["keep_weights"],
+                        row_fields={"ray_node_id": ray.get_runtime_context().get_node_id()},
+                        progress=_report, resume=resume and Path(resume))
     # The full row's numbers go to Tune too (its dataframe, TensorBoard/MLflow/W&B callbacks).
     # The folder travels to the driver through Tune's storage (shared storage_path on a
     # cluster); the driver lands it in the sweep's trials/ folder.
@@ -65,6 +73,11 @@ def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
     tune.report({**metrics, "ok": int(row["status"] == "OK")},
                 checkpoint=tune.Checkpoint.from_directory(str(out)))
     shutil.rmtree(out, ignore_errors=True)
+
+
+def _report(metrics: dict, checkpoint: Path | None = None) -> None:
+    """Training progress to Tune; a training checkpoint goes to Tune's storage with it."""
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
 
 
 @ray.remote(num_cpus=1)
@@ -115,7 +128,14 @@ class Recorder(tune.Callback):
         self.progress(force=True)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        self._land(trial, lambda tmp: checkpoint.to_directory(str(tmp)))
+        # Only the final report carries 'ok' (and the trial folder); the others are training
+        # checkpoints, kept by Tune for a restart.
+        if "ok" in (trial.last_result or {}):
+            self._land(trial, lambda tmp: checkpoint.to_directory(str(tmp)))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.log(f"[{self.sdir.name}] trial {trial.config['job']['trial_id']} lost its worker; "
+                 "Tune restarts it from its last checkpoint", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         # The trial process died without reporting (segfault, OOM kill, lost node).
@@ -384,7 +404,11 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict,
                                         reuse_actors=False),
             run_config=tune.RunConfig(
                 name=f"{name}-{int(time.time())}", storage_path=storage, verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0), callbacks=[recorder, *callbacks]))
+                # A worker or node that dies takes its trial down: Tune restarts it from its
+                # last checkpoint; after that, the ledger's retry on the next run.
+                failure_config=tune.FailureConfig(max_failures=MAX_RESTARTS),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[recorder, *callbacks]))
         gpu = f", {resources['gpu']:g} GPU" if resources.get("gpu") else ""
         log(f"[{name}] {len(phase)} trials on Ray ({slots} at a time, {cpus} CPU{gpu} each), "
             f"storage {storage}")

@@ -59,20 +59,23 @@ def _predict(student, x: np.ndarray) -> np.ndarray:
 
 def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
               attempt: int = 1, init: dict | None = None, keep_weights: bool = False,
-              row_fields: dict | None = None, reraise: bool = False, progress=None) -> dict:
+              row_fields: dict | None = None, reraise: bool = False, progress=None,
+              resume: Path | None = None) -> dict:
     """Run one trial; write out_dir/{config.json, model.tflite, row.json}; return the row.
 
     init: the float twin's trained weights (float_weights.npz of its trial folder) when
     cfg.warm_start. keep_weights: also write float_weights.npz (for this student's twins).
     row_fields: more columns for the row (the driver's ray_node_id), so it is written once.
     reraise: let a failure propagate after error.txt is written (for a post-mortem debugger).
-    progress: called with {step, train_loss, steps_per_second} every 10 training steps."""
+    progress: called with {step, train_loss, steps_per_second} every 10 training steps, and
+    with (those, a checkpoint folder) every sweep.checkpoint_every steps (students.train.Progress).
+    resume: a checkpoint folder from an earlier, interrupted run of this trial."""
     entered = time.perf_counter()   # setup = imports (TF start in a fresh process) + provenance
     import tf_keras as keras
 
     from students import evaluate, export, measure
     from students.model import build_student, float_weights, projection_weights, recalibrate_batchnorm
-    from students.train import Progress, distill, seed_everything, set_threads, train_device
+    from students.train import distill, seed_everything, set_threads, train_device
 
     sc, s = ctx.sweep, cfg.student
     out_dir = Path(out_dir)
@@ -109,11 +112,12 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
                                     init=init if cfg.warm_start else None)
             row["keras_distill_mse_heldout_untrained"] = _mse(_predict(student, x_ho), y_ho)
         with timed("train"):
-            tr = distill(student, x_tr, y_tr, cfg.run_train,
-                         callbacks=(Progress(progress, cfg.run_train.steps),) if progress else ())
+            tr = distill(student, x_tr, y_tr, cfg.run_train, report=progress,
+                         checkpoint_every=sc.checkpoint_every, resume=resume)
             # Short runs leave BN's running statistics near their initial values.
             recalibrate_batchnorm(student, x_tr[:256], batch_size=256)
-            row.update(train_steps_per_second=tr.steps_per_second, train_loss_mean=tr.loss_mean)
+            row.update(train_steps_per_second=tr.steps_per_second, train_loss_mean=tr.loss_mean,
+                       resumed_from_step=tr.resumed_from_step)
             row["keras_distill_mse_heldout"] = _mse(_predict(student, x_ho), y_ho)
             if keep_weights:
                 np.savez(out_dir / "float_weights.npz", **_flatten(float_weights(student)))
