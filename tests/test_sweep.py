@@ -150,6 +150,58 @@ def test_two_node_ray_cluster_runs_the_smoke_grid(tmp_path, runs_dir):
     np.testing.assert_allclose(dset.targets, get_teacher("resemblyzer").embed(dset.crops), atol=1e-5)
 
 
+def _raylet_running(cluster_nodes, process_title: str):
+    """The cluster_utils node whose raylet is an ancestor of the process with this title."""
+    from ray._private import ray_constants
+    raylets = {n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid: n for n in cluster_nodes}
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or not (proc / "cmdline").read_bytes().startswith(process_title.encode()):
+                continue
+            pid = int(proc.name)
+            while pid > 1:
+                if pid in raylets:
+                    return raylets[pid]
+                status = (Path("/proc") / str(pid) / "status").read_text()
+                pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        except (OSError, StopIteration):
+            continue
+    return None
+
+
+@pytest.mark.slow
+def test_a_trial_whose_node_dies_resumes_on_the_other_node_from_its_checkpoint(tmp_path, runs_dir):
+    """Two worker nodes; the one training the only trial is removed once the trial has
+    checkpointed. Tune restarts the trial on the other node from that checkpoint (not step 0),
+    and it lands exactly once."""
+    from ray.cluster_utils import Cluster
+    g = tmp_path / "preempt.yaml"
+    g.write_text(TINY.format(name="preempt", axes="  alpha: [0.25]").replace(
+        "fidelity: smoke,", "fidelity: smoke, steps: 600, checkpoint_every: 25,"))
+    storage = tmp_path / "shared"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    try:
+        p = _run(g, runs_dir, env={"RAY_ADDRESS": cluster.address, "FRILL_STORAGE": str(storage)})
+        deadline = time.monotonic() + 600
+        while not list(storage.glob("*/*/checkpoint_*/train_state.json")):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()[0]
+            time.sleep(0.1)
+        victim = _raylet_running(workers, "ray::ImplicitFunc")
+        assert victim is not None
+        cluster.remove_node(victim, allow_graceful=False)
+        out, _ = p.communicate(timeout=900)
+    finally:
+        cluster.shutdown()
+    assert p.returncode == 0, out
+    (row,) = _rows(runs_dir / "preempt").values()
+    assert row["status"] == "OK" and row["attempt"] == 1, out
+    assert row["ray_node_id"] != victim.node_id
+    assert 0 < row["resumed_from_step"] < 600 and row["resumed_from_step"] % 25 == 0, row["resumed_from_step"]
+    assert "lost its worker; Tune restarts it from its last checkpoint" in out
+    assert "expected 1, done 1, errored 0, missing 0" in out, out
+
+
 # ---------------------------------------------------------------- the driver's bad inputs and faults
 
 def _cli(*args, runs: Path, env=None):
