@@ -15,6 +15,7 @@ import tf_keras as keras
 
 from students.compression import find_layer, weight
 from students.config import TrainConfig
+from students.data import TrainData
 from students.model import PROJECTION
 from results.errors import FrillError, first_line
 from results.files import atomic_write
@@ -122,28 +123,6 @@ def read_resume(folder: Path) -> Resume:
         raise FrillError(f"{folder} is not a training checkpoint ({first_line(e)})") from None
 
 
-def dataset(inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig) -> tf.data.Dataset:
-    """In-memory pipeline: features are computed once per trial, never re-read per step."""
-    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
-    ds = ds.shuffle(len(inputs), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-    return ds.batch(cfg.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def target_scaling(targets: np.ndarray) -> tuple[np.ndarray, float]:
-    """(per-dimension mean, one global scale) that map the targets to zero mean, unit std.
-
-    Teacher embeddings are small (unit-norm 256-d: entries ~0.06) and mostly their mean, so a
-    freshly initialised student spends a short run shrinking its outputs towards the mean.
-    One global scale keeps the MSE objective itself unchanged (up to a constant factor).
-    """
-    targets = np.asarray(targets, np.float64)
-    mean = targets.mean(axis=0)
-    scale = float((targets - mean).std())
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError("teacher targets are constant; nothing to distil")
-    return mean.astype(np.float32), scale
-
-
 def learning_rate(cfg: TrainConfig):
     """A float, or cosine decay to 0 after a linear warm-up over the first 10% of steps."""
     if cfg.lr_schedule == "constant":
@@ -154,10 +133,9 @@ def learning_rate(cfg: TrainConfig):
         warmup_steps=warmup)
 
 
-def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig,
-            callbacks: tuple = (), report=None, checkpoint_every: int = 0,
-            resume: Path | None = None) -> TrainResult:
-    """Train student.train_model for cfg.steps on (inputs, targets).
+def distill(student, data: TrainData, cfg: TrainConfig, callbacks: tuple = (), report=None,
+            checkpoint_every: int = 0, resume: Path | None = None) -> TrainResult:
+    """Train student.train_model for cfg.steps on data (students.data: arrays or shards).
 
     Trains on scaled targets (see target_scaling), then folds the scaling into the
     projection, so the trained model predicts the teacher's targets themselves.
@@ -166,9 +144,9 @@ def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig,
     resume: a checkpoint folder to continue from; with the same student, data and config the
     result equals an uninterrupted run (same data order: the skipped batches are drawn).
     """
-    if len(inputs) < cfg.batch_size:
-        raise ValueError(f"{len(inputs)} training crops is fewer than batch_size={cfg.batch_size}")
-    mean, scale = target_scaling(targets)
+    if len(data) < cfg.batch_size:
+        raise ValueError(f"{len(data)} training crops is fewer than batch_size={cfg.batch_size}")
+    mean, scale = data.scaling()
     model = student.train_model
     projection = find_layer(model, PROJECTION)
     kernel, bias = weight(projection, "kernel"), weight(projection, "bias")
@@ -189,7 +167,7 @@ def distill(student, inputs: np.ndarray, targets: np.ndarray, cfg: TrainConfig,
     if report is not None:
         callbacks = (*callbacks, Progress(report, cfg.steps, start=at, checkpoint_every=checkpoint_every))
     start = time.perf_counter()
-    history = model.fit(dataset(inputs, (targets - mean) / scale, cfg).skip(at.step),
+    history = model.fit(data.batches(cfg, mean, scale).skip(at.step),
                         steps_per_epoch=cfg.steps - at.step, epochs=1, verbose=0,
                         callbacks=[*student.callbacks(cfg.steps, at.step), _StopOnNonFinite(),
                                    *callbacks])

@@ -3,7 +3,7 @@
 Writes results/bench/latest.json, appends its figures with the commit and the machine to
 results/bench/history.jsonl (both committed), and prints a table. Every figure says how it
 was measured.
-    python -m sweep.bench            # the real bench (~7 min on 2 cores)
+    python -m sweep.bench            # the real bench
     python -m sweep.bench --tiny     # the same code path on a tiny slice (tests)
 """
 from __future__ import annotations
@@ -56,6 +56,58 @@ def _sweep_minutes(sdir: Path) -> float | None:
     start, end = df["started_at"].dropna().min(), df["ended_at"].dropna().max()
     to_ts = lambda s: datetime.fromisoformat(str(s)).timestamp()  # noqa: E731
     return round((to_ts(end) - to_ts(start)) / 60, 2)
+
+
+SHARD_GRID = """\
+name: {name}
+shared: {{fidelity: {fidelity}, depth: tiny, alpha: {alpha}, pooling: global, bottleneck: {bottleneck},
+         n_crops: {n_crops}, shard_size: {shard_size}, seed: {seed}, n_heldout: {n_heldout},
+         n_eval_clips: {n_eval_clips}}}
+axes: {{qat: [false]}}
+"""
+
+
+def _trial_peak_rss(grid: Path, work: Path) -> tuple[float, dict]:
+    """`python -m sweep trial` in its own process: (its peak RSS in MiB, its row)."""
+    with open(work / "trial.err", "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "sweep", "trial", "--grid", str(grid), "--json"],
+                             stdout=subprocess.PIPE, stderr=err, text=True)
+        out = p.stdout.read()
+        _, status, usage = os.wait4(p.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"bench trial {grid} failed: {(work / 'trial.err').read_text()[-500:]}")
+    return usage.ru_maxrss / 1024, json.loads(out)   # ru_maxrss is in KiB on Linux
+
+
+def _shard_memory(tiny: bool, work: Path) -> tuple[dict, dict]:
+    """One student trained on a set and on one 10x larger, streamed from shards and in memory:
+    each trial's peak RSS, and its R2 (in memory with 3 seeds, for the noise)."""
+    from sweep.context import prepare
+    from sweep.grid import load as load_grid
+    small, large = (32, 320) if tiny else (1200, 12000)
+    base = dict(fidelity="smoke" if tiny else "local", alpha=0.25 if tiny else 1.0,
+                bottleneck=64 if tiny else 2048, n_heldout=64 if tiny else 400,
+                n_eval_clips=120 if tiny else 1000)
+    runs = [("shards", small, 0), ("shards", large, 0), ("memory", small, 0), ("memory", large, 0),
+            ("memory", large, 1), ("memory", large, 2)]
+    rss, r2 = {}, {}
+    for mode, n, seed in runs:
+        path = work / f"{mode}-{n}-s{seed}.yaml"
+        path.write_text(SHARD_GRID.format(name="shardbench", n_crops=n, seed=seed,
+                                          shard_size=256 if mode == "shards" else 0, **base))
+        prepare(load_grid(path).sweep, log=lambda *a, **k: None)   # set, features, shards: before timing
+        peak, row = _trial_peak_rss(path, work)
+        rss[f"{mode}_{n}_seed{seed}"] = round(peak, 1)
+        r2[f"{mode}_{n}_seed{seed}"] = round(row["distill_r2_heldout"], 4)
+    memory_r2 = [r2[f"memory_{large}_seed{s}"] for s in range(3)]
+    figures = {
+        "shard_stream_peak_rss_ratio_10x": round(rss[f"shards_{large}_seed0"] / rss[f"shards_{small}_seed0"], 3),
+        "in_memory_peak_rss_ratio_10x": round(rss[f"memory_{large}_seed0"] / rss[f"memory_{small}_seed0"], 3),
+        "shard_vs_memory_distill_r2": {"shards": r2[f"shards_{large}_seed0"], "memory_seeds_0_1_2": memory_r2},
+    }
+    details = {"peak_rss_mib": rss, "distill_r2_heldout": r2, "crops": {"set": small, "set_10x": large},
+               "student": f"tiny a{base['alpha']:g} global b{base['bottleneck']}, {base['fidelity']} fidelity"}
+    return figures, details
 
 
 def run(tiny: bool, out: Path) -> dict:
@@ -144,6 +196,8 @@ def run(tiny: bool, out: Path) -> dict:
                                           if StudentConfig(**{k: r[k] for k in frill.as_dict()}) == frill), None),
         "local_sweep_minutes": _sweep_minutes(full),
     }
+    shard_figures, shard_details = _shard_memory(tiny, work)
+    figures.update(shard_figures)
     details = {
         "latency_ms_p50": {k: round(v, 3) for k, v in lat.items()},
         "tflite_bytes": size,
@@ -154,6 +208,7 @@ def run(tiny: bool, out: Path) -> dict:
         "slice": {"grid": grid.name, "fidelity": fidelity, "indices": indices, "trials": len(rows),
                   "ok": len(ok), "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1),
                   "cpus": cpus},
+        "shards": shard_details,
         "teacher": {"name": grid.sweep.teacher, "calls": m["teacher_calls"],
                     "distinct_crops": m["n_crops"] + m["n_heldout"],
                     "latency_how": ctx.baselines.get("teacher_latency_how")},
@@ -169,6 +224,9 @@ def run(tiny: bool, out: Path) -> dict:
         "distill_r2_heldout_median": "median over the slice's OK trials of distill_r2_heldout (TFLite embedding, held-out crops)",
         "frill_distill_r2_heldout": "distill_r2_heldout of FRILL's configuration (float) in the slice",
         "local_sweep_minutes": "last full frill144 local sweep in results/runs: last ended_at - first started_at",
+        "shard_stream_peak_rss_ratio_10x": "peak RSS of `python -m sweep trial` (one student, shards of 256 crops streamed by tf.data) on a set 10x larger / on the smaller set; target <= 1.2",
+        "in_memory_peak_rss_ratio_10x": "the same ratio for the same trial with the set in memory (shard_size 0)",
+        "shard_vs_memory_distill_r2": "distill_r2_heldout of that student on the larger set, streamed (seed 0) and in memory (seeds 0, 1, 2: the seed-to-seed noise)",
     }
     doc = {"figures": figures, "details": details, "how": how, "tiny": tiny,
            "machine": {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version()},

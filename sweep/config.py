@@ -19,13 +19,13 @@ from teacher.builtin import DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
 FIDELITIES: dict[str, dict] = {
     "smoke": dict(steps=20, finetune_steps=10, batch_size=16, learning_rate=1e-3,
                   lr_schedule="constant", init="float_twin", n_crops=320, latency_runs=50,
-                  checkpoint_every=0),
+                  checkpoint_every=0, shard_size=0),
     "local": dict(steps=64, finetune_steps=16, batch_size=32, learning_rate=1e-3,
                   lr_schedule="constant", init="float_twin", n_crops=12000, latency_runs=50,
-                  checkpoint_every=0),
+                  checkpoint_every=0, shard_size=0),
     "paper": dict(steps=50_000, finetune_steps=50_000, batch_size=512, learning_rate=1e-4,
                   lr_schedule="constant", init="scratch", n_crops=12000, latency_runs=200,
-                  checkpoint_every=1000),
+                  checkpoint_every=1000, shard_size=4096),
 }
 # The rank check's long runs (make rankcheck): 4x the steps on the same data and eval set.
 FIDELITIES.update({f"{k}4x": {**FIDELITIES[k], "steps": 4 * FIDELITIES[k]["steps"],
@@ -56,13 +56,17 @@ class SweepConfig:
     # trial that lost its worker resumes; 0 = none. Resuming gives the same row, so it is
     # not part of the trial id.
     checkpoint_every: int = 0
+    # 0: trials get the training crops in memory, fully shuffled each pass. > 0: the set is
+    # written once as TFRecord shards of this many crops, which trials stream (bounded memory,
+    # a 4096-example shuffle buffer: another data order, so part of the trial id).
+    shard_size: int = 0
 
     def __post_init__(self):
         if self.fidelity not in FIDELITIES:
             raise ValueError(f"fidelity={self.fidelity!r} is not valid; choose one of {list(FIDELITIES)}")
         for name in ("n_crops", "n_heldout", "n_eval_clips", "latency_threads", "latency_runs"):
             _positive_int(name, getattr(self, name))
-        for name in ("data_seed", "checkpoint_every"):
+        for name in ("data_seed", "checkpoint_every", "shard_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}={value!r} must be an integer >= 0")

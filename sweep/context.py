@@ -7,13 +7,15 @@ never runs inside a trial and no trial recomputes a feature.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from results.files import atomic_write
+from students.data import SHARDS_JSON, InMemory, Shards, TrainData, shard_name, write_manifest, write_shard
 from sweep.config import SweepConfig
+from teacher.audio import MEL_BINS, PATCH_FRAMES
 from teacher import cache
 from teacher.cache import DistillSet, EvalTask
 from teacher.errors import CacheError, CorpusError
@@ -22,15 +24,42 @@ from teacher.errors import CacheError, CorpusError
 @dataclass(frozen=True)
 class SweepContext:
     sweep: SweepConfig
-    dset: DistillSet
-    features: np.ndarray         # float32 [N, 96, 64] log-mel of dset.crops (read-only map)
+    dset: DistillSet | None      # None in what trial workers receive when the set is sharded
+    features: np.ndarray | None  # float32 [N, 96, 64] log-mel of dset.crops (read-only map)
+    shards: Shards | None        # the training crops as TFRecord shards (sweep.shard_size > 0)
+    heldout: tuple[np.ndarray, np.ndarray]   # log-mel features and targets of the held-out crops
     tasks: tuple[EvalTask, ...]
     eval_inputs: dict            # task name -> (log-mel of its clips' crops, crops per clip)
     baselines: dict              # teacher/log-mel probe accuracies, R2 reference, teacher latency
 
+    def training(self, frontend: bool) -> tuple[TrainData, np.ndarray, np.ndarray]:
+        """(training data, held-out inputs, held-out targets) for a student; a frontend
+        student's inputs are waveforms."""
+        x_ho, y_ho = self.heldout
+        if self.shards is not None:
+            if frontend:
+                raise ValueError("a frontend student trains on waveforms, but the shards hold "
+                                 "log-mel features: set shard_size 0 for it")
+            return self.shards, x_ho, y_ho
+        held = np.asarray(self.dset.heldout, bool)
+        inputs = self.dset.crops if frontend else self.features
+        if frontend:
+            x_ho = np.asarray(inputs[held])
+        return InMemory(inputs[~held], self.dset.targets[~held]), x_ho, y_ho
 
-def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None) -> SweepContext:
-    """embed: how teacher targets are computed if the set must be built (default: here)."""
+    def for_trials(self) -> "SweepContext":
+        """What the driver ships to each trial worker: no set arrays when the set is sharded,
+        so the set never passes through Ray's object store."""
+        return replace(self, dset=None) if self.shards is not None else self
+
+
+ShardJob = tuple[str, str, np.ndarray]   # (set folder, shard file, indices of its crops)
+
+
+def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None,
+            run_shard_jobs=None) -> SweepContext:
+    """embed: how teacher targets are computed if the set must be built (default: here).
+    run_shard_jobs: runs a list of ShardJobs with build_shard (default: here, in turn)."""
     dset, reused = cache.build_or_load(sweep.corpus, sweep.teacher, seed=sweep.data_seed,
                                        n_crops=sweep.n_crops, n_eval_clips=sweep.n_eval_clips,
                                        n_heldout=sweep.n_heldout, embed=embed)
@@ -38,7 +67,16 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None) 
         f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
     tasks = tuple(cache.load_eval_tasks(dset))
     _check_usable(sweep, dset, tasks)
-    features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
+    held = np.asarray(dset.heldout, bool)
+    features = shards = None
+    if sweep.shard_size:
+        shards = _shards(dset, sweep.shard_size,
+                         run_shard_jobs or (lambda jobs: [build_shard(*j) for j in jobs]), log)
+        x_ho = _logmel(dset.crops[held])
+    else:
+        features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
+        x_ho = np.asarray(features[held])
+    heldout = (x_ho, np.asarray(dset.targets[held]))
     eval_inputs, by_clips = {}, {}
     from students.evaluate import clip_inputs
     for task in tasks:   # tasks labelling the same clips share one feature array
@@ -48,9 +86,33 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None) 
             x = _cached(Path(dset.path) / "eval" / f"features-{task.name}.npy", lambda: _logmel(crops))
             by_clips[key] = (x, counts)
         eval_inputs[task.name] = by_clips[key]
-    return SweepContext(sweep=sweep, dset=dset, features=features, tasks=tasks,
-                        eval_inputs=eval_inputs,
+    return SweepContext(sweep=sweep, dset=dset, features=features, shards=shards, heldout=heldout,
+                        tasks=tasks, eval_inputs=eval_inputs,
                         baselines=_baselines(dset, tasks, sweep, log))
+
+
+def _shards(dset: DistillSet, size: int, run_jobs, log) -> Shards:
+    """The training crops as shards of `size` beside the set, written once: each shard by its
+    own job, only those not yet written (a stopped build resumes), shards.json last."""
+    folder = Path(dset.path) / f"shards-{size}"
+    if (folder / SHARDS_JSON).exists():
+        return Shards.open(folder)
+    folder.mkdir(exist_ok=True)
+    train = np.flatnonzero(~np.asarray(dset.heldout, bool))
+    parts = [train[i:i + size] for i in range(0, len(train), size)]
+    jobs = [(str(dset.path), str(folder / shard_name(i)), idx) for i, idx in enumerate(parts)
+            if not (folder / shard_name(i)).exists()]
+    if jobs:
+        log(f"shards: writing {len(jobs)} of {len(parts)} to {folder}")
+        run_jobs(jobs)
+    return write_manifest(folder, len(parts), len(train), (PATCH_FRAMES, MEL_BINS), dset.targets[train])
+
+
+def build_shard(set_path: str, shard_path: str, indices: np.ndarray) -> None:
+    """One shard: the log-mel features and targets of these crops (read from the set's files)."""
+    crops = np.load(Path(set_path) / "crops.npy", mmap_mode="r")
+    targets = np.load(Path(set_path) / "targets.npy", mmap_mode="r")
+    write_shard(Path(shard_path), _logmel(crops[indices]), targets[indices])
 
 
 def _check_usable(sweep: SweepConfig, dset: DistillSet, tasks) -> None:

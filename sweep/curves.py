@@ -35,14 +35,13 @@ def curve(student_kw: dict, ctx, train_cfg, checkpoints) -> list[dict]:
     from students import evaluate
     from students.config import StudentConfig
     from students.model import build_student, recalibrate_batchnorm
-    from students.train import distill, seed_everything, target_scaling
+    from students.train import distill, seed_everything
 
-    held = np.asarray(ctx.dset.heldout, bool)
-    x_tr, x_ho = ctx.features[~held], np.asarray(ctx.features[held])
-    y_tr, y_ho = ctx.dset.targets[~held], np.asarray(ctx.dset.targets[held])
-    mean, scale = target_scaling(y_tr)
+    train, x_ho, y_ho = ctx.training(frontend=False)
+    x_calib = train.head(256)
+    mean, scale = train.scaling()
     seed_everything(train_cfg.seed)
-    st = build_student(StudentConfig(**student_kw), teacher_dim=y_tr.shape[1])
+    st = build_student(StudentConfig(**student_kw), teacher_dim=y_ho.shape[1])
     points: list[dict] = []
 
     def embed(z):
@@ -59,7 +58,7 @@ def curve(student_kw: dict, ctx, train_cfg, checkpoints) -> list[dict]:
             if self.step not in checkpoints:
                 return
             t = time.perf_counter()
-            recalibrate_batchnorm(st, x_tr[:256], batch_size=256)
+            recalibrate_batchnorm(st, x_calib, batch_size=256)
             # Mid-training the projection predicts scaled targets (see distill).
             pred = st.train_model(x_ho, training=False).numpy() * scale + mean
             r2 = 1 - np.mean((pred - y_ho) ** 2) / ctx.baselines["heldout_mse_of_train_mean"]
@@ -70,7 +69,7 @@ def curve(student_kw: dict, ctx, train_cfg, checkpoints) -> list[dict]:
                                train_seconds=round(t - self.t0 - self.paused, 1)))
             self.paused += time.perf_counter() - t
 
-    distill(st, x_tr, y_tr, train_cfg, callbacks=(Score(),))
+    distill(st, train, train_cfg, callbacks=(Score(),))
     keras.backend.clear_session()
     return points
 

@@ -94,6 +94,18 @@ def _embed_on_cluster(spec: str, crops: np.ndarray) -> tuple[np.ndarray, int]:
     return np.concatenate([y for y, _ in parts]), sum(c for _, c in parts)
 
 
+@ray.remote(num_cpus=1)
+def _shard_task(set_path: str, shard_path: str, indices: np.ndarray) -> None:
+    from sweep.context import build_shard
+    build_shard(set_path, shard_path, indices)
+
+
+def _shards_as_tasks(jobs: list) -> None:
+    """One Ray task per shard; on a cluster the set's folder (FRILL_CACHE) must be storage
+    every node sees."""
+    ray.get([_shard_task.remote(*job) for job in jobs])
+
+
 def _fmt(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
@@ -303,6 +315,13 @@ def _run_locked(grid, name, sdir, trials, command, resources, storage, callbacks
     for note in folder.recover(sdir):
         log(f"[{name}] {note}")
     rows = folder.read_rows(sdir)   # every landed row verified before Ray starts
+    if rows and (sdir / "sweep.json").exists():
+        info = folder.read_info(sdir)
+        done = folder.ledger(rows, info)
+        if not done.pending and folder.expected_ids(info) == [t.trial_id(grid.sweep) for t in trials]:
+            folder.rebuild(sdir)   # the table may lag a killed driver's last landing
+            log(f"[{name}] {done.line()}; running 0: nothing left to run")
+            return done
     try:
         where = _start_ray()
         check_resources(resources["cpu"], resources["memory"] / 2**30, where, resources.get("gpu", 0))
@@ -353,7 +372,8 @@ def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
     if nodes > 1:
         log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
             "as Ray tasks across them")
-    ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None)
+    ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None,
+                  run_shard_jobs=_shards_as_tasks)
     n_train = int((~np.asarray(ctx.dset.heldout, bool)).sum())
     batch = max(t.train.batch_size for t in trials)
     if n_train < batch:
@@ -393,8 +413,8 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict,
                         keep_weights=tid in twins,
                         attempt=int(rows.get(tid, {}).get("attempt", 0)) + 1)
                    for t, tid in ((t, t.trial_id(sc)) for t in phase)]
-        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx, inits=inits),
-                                        resources)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, ctx=ctx.for_trials(), inits=inits), resources)
         tuner = tune.Tuner(
             trainable,
             param_space={"job": tune.grid_search(configs)},

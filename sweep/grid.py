@@ -124,6 +124,9 @@ def _expand(path: Path, shared: dict, axes: dict, preset: dict,
                             f"(values {dict(zip(keys, values))} repeat {seen[tid]})")
         seen[tid] = dict(zip(keys, values))
         trials.append(trial)
+    if sweep.shard_size and any(t.student.frontend for t in trials):
+        raise GridError(f"{path}: frontend students train on waveforms, but shard_size "
+                        f"{sweep.shard_size} shards log-mel features; set shard_size: 0")
     missing = sorted({t.describe() for t in trials if t.warm_start and t.twin().trial_id(sweep) not in seen})
     if missing:
         raise GridError(f"{path}: init float_twin needs each student's float twin (qat false, "

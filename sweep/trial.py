@@ -102,27 +102,26 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
                              f"{row['init_from']}; run it first")
         set_threads(cfg.run_train.threads)
         row["train_device"] = train_device()
-        dset, b = ctx.dset, ctx.baselines
+        b = ctx.baselines
         with timed("build"):
-            inputs = dset.crops if s.frontend else ctx.features
-            held = np.asarray(dset.heldout, bool)
-            x_tr, y_tr, x_ho, y_ho = inputs[~held], dset.targets[~held], inputs[held], dset.targets[held]
+            train, x_ho, y_ho = ctx.training(s.frontend)
+            x_calib = train.head(256)   # BN recalibration and the int8 converter's calibration
             seed_everything(cfg.train.seed)   # before the build: initialisers draw from it
-            student = build_student(s, teacher_dim=dset.targets.shape[1],
+            student = build_student(s, teacher_dim=y_ho.shape[1],
                                     init=init if cfg.warm_start else None)
             row["keras_distill_mse_heldout_untrained"] = _mse(_predict(student, x_ho), y_ho)
         with timed("train"):
-            tr = distill(student, x_tr, y_tr, cfg.run_train, report=progress,
+            tr = distill(student, train, cfg.run_train, report=progress,
                          checkpoint_every=sc.checkpoint_every, resume=resume)
             # Short runs leave BN's running statistics near their initial values.
-            recalibrate_batchnorm(student, x_tr[:256], batch_size=256)
+            recalibrate_batchnorm(student, x_calib, batch_size=256)
             row.update(train_steps_per_second=tr.steps_per_second, train_loss_mean=tr.loss_mean,
                        resumed_from_step=tr.resumed_from_step)
             row["keras_distill_mse_heldout"] = _mse(_predict(student, x_ho), y_ho)
             if keep_weights:
                 np.savez(out_dir / "float_weights.npz", **_flatten(float_weights(student)))
         with timed("export"):
-            ex = export.export_tflite(student, out_dir / "model.tflite", representative=x_tr[:128])
+            ex = export.export_tflite(student, out_dir / "model.tflite", representative=x_calib[:128])
             row["export_cosine"] = export.check_export(student, ex.path, x_ho[:64])
             row["tflite_conversion_seconds"] = ex.seconds
         with timed("measure"):

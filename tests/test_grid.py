@@ -39,6 +39,8 @@ def test_ids_are_stable_derived_and_ignore_threads():
     c = TrialConfig(StudentConfig(alpha=1.0), TrainConfig())
     assert a.trial_id(sc) == b.trial_id(sc) != c.trial_id(sc)
     assert a.trial_id(sc) == a.trial_id(SweepConfig(latency_threads=2))  # timing only
+    assert a.trial_id(sc) == a.trial_id(SweepConfig(checkpoint_every=5))  # resuming is exact
+    assert a.trial_id(sc) != a.trial_id(SweepConfig(shard_size=256))      # another data order
     assert a.trial_id(sc) != a.trial_id(SweepConfig(n_crops=100))   # the data changes the result
     # A float student trains the same under either init, so it keeps one id.
     assert TrialConfig(StudentConfig(), TrainConfig(), init="float_twin").trial_id(sc) == a.trial_id(sc)
@@ -68,6 +70,8 @@ def test_fidelity_changes_training_and_ids_but_not_the_eval_set():
     ("name: x\nshared: {n_eval_clips: 2}\naxes: {depth: [tiny]}\n", "n_eval_clips=2 must be >= 4"),
     ("name: x\naxes: {qat: [true]}\n", "needs each student's float twin"),
     ("name: x\nshared: {init: warm}\naxes: {depth: [tiny]}\n", "init='warm' is not valid"),
+    ("name: x\nshared: {shard_size: 64}\naxes: {frontend: [true]}\n", "set shard_size: 0"),
+    ("name: x\nshared: {checkpoint_every: -1}\naxes: {depth: [tiny]}\n", "checkpoint_every=-1 must be"),
 ])
 def test_bad_grid_files_get_one_clear_error(tmp_path, text, message):
     path = tmp_path / "g.yaml"

@@ -1,5 +1,6 @@
 """The Ray Tune driver, end to end on real (tiny) trials: rows, resume after SIGKILL,
 fault isolation, and a real two-node Ray cluster."""
+import json
 import os
 import signal
 import subprocess
@@ -20,9 +21,11 @@ axes:
 """
 
 
-def _grid(tmp_path, name, axes) -> Path:
+def _grid(tmp_path, name, axes, shared: str = "") -> Path:
+    """A tiny grid; shared: more shared settings, e.g. 'shard_size: 100'."""
     p = tmp_path / f"{name}.yaml"
-    p.write_text(TINY.format(name=name, axes=axes))
+    p.write_text(TINY.format(name=name, axes=axes).replace("fidelity: smoke,", f"fidelity: smoke, {shared},"
+                                                           if shared else "fidelity: smoke,"))
     return p
 
 
@@ -73,13 +76,17 @@ def test_smoke_grid_through_tune_gives_one_complete_row_per_trial(smoke_sweep):
 
 
 def test_failing_trial_becomes_error_row_and_others_finish(tmp_path, runs_dir):
-    # A learning rate of 1e12 really diverges: the trial must end as an ERROR row.
-    g = _grid(tmp_path, "faulty", "  alpha: [0.25]\n  learning_rate: [0.001, 1.0e+12]")
+    # A learning rate of 1e12 really diverges: the trial must end as an ERROR row. The set is
+    # sharded (written by Ray tasks, streamed by the trials), which the smoke grid does not do.
+    g = _grid(tmp_path, "faulty", "  alpha: [0.25]\n  learning_rate: [0.001, 1.0e+12]",
+              shared="shard_size: 100")
     p = _run(g, runs_dir)
     out, _ = p.communicate(timeout=900)
     assert p.returncode == 0, out
     rows = list(_rows(runs_dir / "faulty").values())
     assert sorted(r["status"] for r in rows) == ["ERROR", "OK"], out
+    (manifest,) = Path(os.environ["FRILL_CACHE"]).glob("*/shards-100/shards.json")
+    assert len(json.loads(manifest.read_text())["files"]) == 4     # 320 training crops
     bad = next(r for r in rows if r["status"] == "ERROR")
     assert bad["error_class"] == "TrainingDiverged" and bad["error_message"].startswith("train:")
     status = subprocess.run([sys.executable, "-m", "sweep", "status", "--name", "faulty"],
@@ -332,7 +339,6 @@ def test_a_trial_gives_the_same_row_alone_and_inside_a_sweep(smoke_sweep, tmp_pa
     """`python -m sweep trial` (alone, in-process) reproduces the sweep's rows (two trials at a
     time, in Ray workers) to 1e-6: the float twin, and a QAT + low-rank student warm-started
     from it."""
-    import json
     runs_dir, code, out = smoke_sweep
     assert code == 0, out
     swept = _rows(runs_dir / "smoke")
@@ -387,7 +393,6 @@ def test_rows_record_the_device_they_trained_on(smoke_sweep):
 def test_tune_sees_the_training_curve_and_the_full_row(smoke_sweep):
     """Tune's own results (what its dataframe, TensorBoard, MLflow or W&B loggers read) hold a
     loss every 10 steps and, at the end, the row's probe accuracies, size and latency."""
-    import json
     runs_dir, code, out = smoke_sweep
     assert code == 0, out
     rows = _rows(runs_dir / "smoke")

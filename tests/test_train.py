@@ -6,7 +6,8 @@ import pytest
 
 from students.config import StudentConfig, TrainConfig
 from students.model import build_student, projection_weights
-from students.train import distill, target_scaling
+from students.data import InMemory, target_scaling
+from students.train import distill
 from teacher.audio import MEL_BINS, PATCH_FRAMES
 
 
@@ -31,7 +32,7 @@ def test_distill_predicts_in_the_targets_units():
     y = 0.5 + 0.01 * np.tanh(z @ rng.normal(size=(4, 16)))
     x, y = x.astype(np.float32), y.astype(np.float32)
     student = build_student(StudentConfig(depth="tiny", alpha=0.25, bottleneck=64), 16)
-    result = distill(student, x, y, TrainConfig(steps=6, batch_size=16))
+    result = distill(student, InMemory(x, y), TrainConfig(steps=6, batch_size=16))
     pred = student.train_model.predict(x, verbose=0)
     # Unfolded, a fresh student's outputs would sit near 0 with unit-scale spread.
     assert np.abs(pred.mean(axis=0) - y.mean(axis=0)).max() < 0.05
@@ -61,13 +62,44 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
 
     seed_everything(3)
     whole = build_student(student_cfg, 8)
-    full = distill(whole, x, y, cfg, report=report, checkpoint_every=4)
+    full = distill(whole, InMemory(x, y), cfg, report=report, checkpoint_every=4)
     assert [read_resume(p).step for p in saved] == [4, 8]      # none at the last step
     assert reports == [4, 8, 10, 12]                           # checkpoints carry a report too
     seed_everything(3)
     resumed = build_student(student_cfg, 8)
-    part = distill(resumed, x, y, cfg, resume=saved[1])
+    part = distill(resumed, InMemory(x, y), cfg, resume=saved[1])
     assert part.resumed_from_step == 8 and full.resumed_from_step == 0
     assert part.loss_mean == pytest.approx(full.loss_mean, rel=1e-5)
     for a, b in zip(whole.train_model.weights, resumed.train_model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.name)
+
+
+def test_shards_stream_every_training_example_and_resume_in_order(tmp_path):
+    """Shards written from arrays give back exactly those examples; the stream is shuffled and
+    seeded (same order twice), and skipping k batches (a resumed run) continues the same
+    sequence."""
+    from students.data import Shards, shard_name, write_manifest, write_shard
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3, 2)).astype(np.float32)
+    y = rng.normal(size=(50, 4)).astype(np.float32)
+    for i, start in enumerate(range(0, 50, 16)):
+        write_shard(tmp_path / shard_name(i), x[start:start + 16], y[start:start + 16])
+    shards = write_manifest(tmp_path, 4, 50, (3, 2), y)
+    assert len(Shards.open(tmp_path)) == 50
+    back = list(shards.records())
+    np.testing.assert_array_equal(np.stack([a.numpy() for a, _ in back]), x)   # shard order
+    np.testing.assert_array_equal(np.stack([b.numpy() for _, b in back]), y)
+    mean, scale = shards.scaling()
+    assert mean == pytest.approx(y.mean(axis=0), abs=1e-6) and scale == pytest.approx(float((y - y.mean(0)).std()), rel=1e-5)
+    cfg = TrainConfig(steps=10, batch_size=10, seed=5)
+    seq = [bx.numpy() for bx, _ in shards.batches(cfg, mean, scale).take(10)]
+    again = [bx.numpy() for bx, _ in shards.batches(cfg, mean, scale).take(10)]
+    np.testing.assert_array_equal(np.stack(seq), np.stack(again))
+    known = {row.tobytes() for row in x}
+    assert all(row.tobytes() in known for row in np.concatenate(seq))
+    assert not np.array_equal(np.concatenate(seq[:5]), x)                  # shuffled
+    skipped = [bx.numpy() for bx, _ in shards.batches(cfg, mean, scale).skip(7).take(3)]
+    np.testing.assert_array_equal(np.stack(skipped), np.stack(seq[7:]))
+    (tmp_path / shard_name(2)).unlink()
+    with pytest.raises(Exception, match="shard-00002.tfrecord is missing"):
+        Shards.open(tmp_path)
