@@ -412,10 +412,10 @@ def test_report_has_no_clipped_table_in_chromium_at_1280px(newer_report, tmp_pat
 
 
 def test_a_schema_1_table_is_upgraded_on_load():
-    """The committed reference run predates schema 2: load() brings it up to date, filling what
-    v1 implied (every student from scratch, constant lr, 2400 crops) and leaving unmeasured
-    columns empty; the result is a valid schema-2 table."""
-    df = results.load(REPO / "results" / "reference")
+    """The first reference run (schema 1, kept in tests/data): load() brings it up to date,
+    filling what v1 implied (every student from scratch, constant lr, 2400 crops, no resumes)
+    and leaving unmeasured columns empty; the result is a valid current table."""
+    df = results.load(REPO / "tests" / "data" / "reference-v1")
     assert len(df) == 144 and (df.schema_version == schema.SCHEMA_VERSION).all()
     assert set(df.init) == {"scratch"} and set(df.lr_schedule) == {"constant"}
     assert set(df.n_crops) == {2400} and df.distill_r2_heldout.isna().all()
