@@ -4,7 +4,7 @@ Writes results/bench/latest.json, appends its figures with the commit and the ma
 results/bench/history.jsonl (both committed), and prints a table. Every figure says how it
 was measured.
     python -m sweep.bench            # the real bench
-    python -m sweep.bench --tiny     # the same code path on a tiny slice (tests)
+    python -m sweep.bench --tiny     # the same code on a 2-trial smoke sweep (tests)
 """
 from __future__ import annotations
 
@@ -47,15 +47,10 @@ def _alternate(paths: dict[str, Path], rounds: int, runs: int) -> dict[str, floa
     return {k: _median(v) for k, v in p50.items()}
 
 
-def _sweep_minutes(sdir: Path) -> float | None:
-    import results
-    try:
-        df = results.load(str(sdir))
-    except Exception:  # noqa: BLE001 - no full sweep yet: the figure stays null
-        return None
-    start, end = df["started_at"].dropna().min(), df["ended_at"].dropna().max()
-    to_ts = lambda s: datetime.fromisoformat(str(s)).timestamp()  # noqa: E731
-    return round((to_ts(end) - to_ts(start)) / 60, 2)
+def _wall_seconds(rows: list[dict]) -> float:
+    """First trial start to last trial end."""
+    ts = lambda k: [datetime.fromisoformat(str(r[k])).timestamp() for r in rows if r.get(k)]  # noqa: E731
+    return max(ts("ended_at")) - min(ts("started_at"))
 
 
 SHARD_GRID = """\
@@ -70,7 +65,7 @@ axes: {{qat: [false]}}
 def _trial_peak_rss(grid: Path, work: Path) -> tuple[float, dict]:
     """`python -m sweep trial` in its own process: (its peak RSS in MiB, its row)."""
     with open(work / "trial.err", "w") as err:
-        p = subprocess.Popen([sys.executable, "-m", "sweep", "trial", "--grid", str(grid), "--json"],
+        p = subprocess.Popen([sys.executable, "-m", "sweep", "trial", "--grid", str(grid), "--index", "0", "--json"],
                              stdout=subprocess.PIPE, stderr=err, text=True)
         out = p.stdout.read()
         _, status, usage = os.wait4(p.pid, 0)
@@ -110,12 +105,12 @@ def _shard_memory(tiny: bool, work: Path) -> tuple[dict, dict]:
     return figures, details
 
 
-def run(tiny: bool, out: Path) -> dict:
+def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
+    """The real bench reads the last full sweep (sweep_dir, default results/runs/frill144);
+    --tiny runs a 2-trial smoke sweep itself, to test the same code."""
     from sweep import quiet
     quiet.start_tensorflow()
     work = Path(tempfile.mkdtemp(prefix="frill-bench-"))
-    os.environ["FRILL_RESULTS"] = str(work / "runs")
-    os.environ["FRILL_CACHE"] = str(work / "cache")   # fresh: the teacher runs inside this run
     from students.config import StudentConfig
     from students.export import export_tflite
     from students.model import build_student
@@ -124,27 +119,26 @@ def run(tiny: bool, out: Path) -> dict:
     from sweep import driver
     from sweep.grid import load as load_grid
     from sweep.context import prepare
-    from sweep.rankcheck import slice_indices
 
+    os.environ["FRILL_RESULTS"] = str(work / "runs")      # the bench's own trials
     if tiny:
-        grid, indices = load_grid("smoke"), [0, 1]
+        os.environ["FRILL_CACHE"] = str(work / "cache")   # fresh: the teacher runs in this run
+        grid = load_grid("smoke")
         frill = StudentConfig(depth="tiny", alpha=0.25, bottleneck=64)
+        driver.run_sweep(grid, "bench", indices=[0, 1])
+        sdir = folder.sweep_dir("bench")
     else:
-        # The rank check's 12 students: all depths, both poolings, float, QAT and
-        # QAT + low-rank (warm-started from their float twins, which are in the slice).
-        grid = load_grid("frill144")
-        indices = slice_indices(grid)
+        sdir = sweep_dir or REPO / "results" / "runs" / "frill144"
+        if not (sdir / "sweep.json").exists():
+            raise SystemExit(f"error: no full sweep at {sdir}; run make sweep first (the bench reads it)")
+        grid = load_grid(folder.read_info(sdir)["grid_path"], folder.read_info(sdir)["fidelity"])
         frill = StudentConfig()   # FRILL: small, alpha 2.0, global pooling, bottleneck 2048
     fidelity = grid.sweep.fidelity
     cpus = os.cpu_count() or 1
-
-    t0 = time.perf_counter()
-    driver.run_sweep(grid, "bench", indices=indices)
-    wall = time.perf_counter() - t0
-    sdir = folder.sweep_dir("bench")
-    rows = [r for r in folder.read_rows(sdir).values()]
+    rows = list(folder.read_rows(sdir).values())
     ok = [r for r in rows if r["status"] == "OK"]
     busy = sum(r["seconds_total"] for r in rows)
+    wall = _wall_seconds(rows)
     stages = ("setup", "build", "train", "export", "measure", "evaluate")
     overhead = [(r["seconds_total"] - r["seconds_train"]) / r["seconds_total"] for r in ok]
 
@@ -161,19 +155,15 @@ def run(tiny: bool, out: Path) -> dict:
         st = build_student(cfg, teacher_dim=ctx.dset.targets.shape[1])
         ex = export_tflite(st, work / f"frill-{tag}.tflite", representative=x)
         paths[f"frill_{tag}"], conv_s[tag] = ex.path, ex.seconds
-    # The fastest student whose probe accuracy is within 5% of the teacher's, from the
-    # latest full sweep if there is one, else from this slice.
-    full = REPO / "results" / "runs" / "frill144"   # the user's runs, not this run's temp folder
-    pool = list(folder.read_rows(full).values()) if (full / "sweep.json").exists() else ok
-    pool_dir = full if pool is not ok else sdir
-    near = [r for r in pool if r["status"] == "OK" and r["quality_retained"] >= 0.95]
+    # The fastest student whose probe accuracy is within 5% of the teacher's; when none is
+    # that close (short local training), the best one says how far off.
+    near = [r for r in ok if r["quality_retained"] >= 0.95]
     fastest = min(near, key=lambda r: r["latency_ms_p50"]) if near else None
     if fastest:
-        paths["fastest"] = pool_dir / "trials" / fastest["trial_id"] / "model.tflite"
-    # When no student is that close (short local training), the best one says how far off.
-    best = max((r for r in pool if r["status"] == "OK"), key=lambda r: r["probe_acc_mean"], default=None)
+        paths["fastest"] = sdir / "trials" / fastest["trial_id"] / "model.tflite"
+    best = max(ok, key=lambda r: r["probe_acc_mean"], default=None)
     if best:
-        paths["best"] = pool_dir / "trials" / best["trial_id"] / "model.tflite"
+        paths["best"] = sdir / "trials" / best["trial_id"] / "model.tflite"
     lat = _alternate(paths, rounds=3 if tiny else 5, runs=20 if tiny else 50)
     size = {k: p.stat().st_size for k, p in paths.items()}
 
@@ -194,7 +184,7 @@ def run(tiny: bool, out: Path) -> dict:
         "distill_r2_heldout_median": round(_median(r["distill_r2_heldout"] for r in ok), 3),
         "frill_distill_r2_heldout": next((round(r["distill_r2_heldout"], 3) for r in ok
                                           if StudentConfig(**{k: r[k] for k in frill.as_dict()}) == frill), None),
-        "local_sweep_minutes": _sweep_minutes(full),
+        "sweep_minutes": round(wall / 60, 2),
     }
     shard_figures, shard_details = _shard_memory(tiny, work)
     figures.update(shard_figures)
@@ -205,25 +195,25 @@ def run(tiny: bool, out: Path) -> dict:
         "fastest_within_5pct": fastest and _describe(fastest),
         "best_quality_student": best and {**_describe(best),
                                           "teacher_vs_student_latency_ratio": ratio(lat.get("teacher"), lat.get("best"))},
-        "slice": {"grid": grid.name, "fidelity": fidelity, "indices": indices, "trials": len(rows),
-                  "ok": len(ok), "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1),
-                  "cpus": cpus},
+        "sweep": {"folder": str(sdir.relative_to(REPO)) if sdir.is_relative_to(REPO) else str(sdir),
+                  "grid": grid.name, "fidelity": fidelity, "trials": len(rows), "ok": len(ok),
+                  "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1), "cpus": cpus},
         "shards": shard_details,
         "teacher": {"name": grid.sweep.teacher, "calls": m["teacher_calls"],
                     "distinct_crops": m["n_crops"] + m["n_heldout"],
                     "latency_how": ctx.baselines.get("teacher_latency_how")},
     }
     how = {
-        "sweep_core_utilisation": "sum of trial wall times / (slice wall time x CPUs), slice run through Ray Tune incl. Ray start and the teacher-target build",
+        "sweep_core_utilisation": "sum of trial wall times / (sweep wall time x CPUs); the sweep's wall time is its first trial's start to its last trial's end",
         "trial_overhead_share": "median over OK trials of (seconds_total - seconds_train) / seconds_total",
-        "teacher_calls_per_crop": "teacher forward passes (crops embedded) while building the distillation set from an empty cache / distinct crops; trials never call the teacher",
+        "teacher_calls_per_crop": "teacher forward passes recorded when the sweep's distillation set was built / its distinct crops; trials never call the teacher",
         "frill_vs_teacher_latency_ratio": "teacher TFLite p50 / FRILL-config TFLite p50, LiteRT 1 thread, batch 1, timed alternately (median of rounds)",
         "int8_vs_float_latency_ratio": "FRILL QAT twin (full int8) p50 / FRILL float32 p50, same alternating run",
         "int8_vs_float_size_ratio": "int8 TFLite bytes / float32 TFLite bytes",
-        "tflite_conversion_seconds": "median per depth of the slice's export-stage conversion time",
-        "distill_r2_heldout_median": "median over the slice's OK trials of distill_r2_heldout (TFLite embedding, held-out crops)",
-        "frill_distill_r2_heldout": "distill_r2_heldout of FRILL's configuration (float) in the slice",
-        "local_sweep_minutes": "last full frill144 local sweep in results/runs: last ended_at - first started_at",
+        "tflite_conversion_seconds": "median per depth of the sweep's export-stage conversion time",
+        "distill_r2_heldout_median": "median over the sweep's OK trials of distill_r2_heldout (TFLite embedding, held-out crops)",
+        "frill_distill_r2_heldout": "distill_r2_heldout of FRILL's configuration (float) in the sweep",
+        "sweep_minutes": "the sweep's wall time: last ended_at - first started_at (trials only: not Ray's start or the set's build)",
         "shard_stream_peak_rss_ratio_10x": "peak RSS of `python -m sweep trial` (one student, shards of 256 crops streamed by tf.data) on a set 10x larger / on the smaller set; target <= 1.2",
         "in_memory_peak_rss_ratio_10x": "the same ratio for the same trial with the set in memory (shard_size 0)",
         "shard_vs_memory_distill_r2": "distill_r2_heldout of that student on the larger set, streamed (seed 0) and in memory (seeds 0, 1, 2: the seed-to-seed noise)",
@@ -266,7 +256,7 @@ def append_history(doc: dict, path: Path) -> dict:
     entry = {"written_at": doc["written_at"], "commit": _git("rev-parse", "--short=12", "HEAD") or "unknown",
              "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
              "machine": {**machine(), **doc.get("machine", {})}, "tiny": doc["tiny"],
-             "slice": doc["details"]["slice"], "figures": doc["figures"]}
+             "sweep": doc["details"]["sweep"], "figures": doc["figures"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:   # one short append: no partial line in practice
         f.write(json.dumps(entry, default=str) + "\n")
@@ -275,11 +265,12 @@ def append_history(doc: dict, path: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sweep.bench", description=__doc__)
-    ap.add_argument("--tiny", action="store_true", help="a 2-trial smoke slice (for tests)")
+    ap.add_argument("--tiny", action="store_true", help="a 2-trial smoke sweep run here (for tests)")
+    ap.add_argument("--sweep", type=Path, default=None, help="the full sweep's folder (default results/runs/frill144)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     out = a.out or (OUT.with_name("tiny.json") if a.tiny else OUT)
-    doc = run(a.tiny, out)
+    doc = run(a.tiny, out, a.sweep)
     for k, v in doc["figures"].items():
         print(f"{k:48s} {json.dumps(v)}")
     hist = history_path(out)

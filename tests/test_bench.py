@@ -1,4 +1,5 @@
-"""make bench's JSON: every figure present and typed, on a tiny real run (2 smoke trials)."""
+"""make bench's JSON: every figure present and typed, on a tiny real run (a 2-trial smoke sweep,
+and the shard memory runs on the smoke set)."""
 import json
 import os
 import subprocess
@@ -9,7 +10,9 @@ import pytest
 FIGURES = {"sweep_core_utilisation": float, "trial_overhead_share": float,
            "teacher_calls_per_crop": float, "frill_vs_teacher_latency_ratio": float,
            "int8_vs_float_latency_ratio": float, "int8_vs_float_size_ratio": float,
-           "tflite_conversion_seconds": dict, "trial_stage_seconds_median": dict}
+           "tflite_conversion_seconds": dict, "trial_stage_seconds_median": dict,
+           "sweep_minutes": float, "shard_stream_peak_rss_ratio_10x": float,
+           "in_memory_peak_rss_ratio_10x": float, "shard_vs_memory_distill_r2": dict}
 
 
 @pytest.mark.slow
@@ -22,7 +25,8 @@ def test_tiny_bench_writes_every_figure(tmp_path):
     figs = doc["figures"]
     for name, kind in FIGURES.items():
         assert isinstance(figs[name], kind), (name, figs[name])
-    assert "local_sweep_minutes" in figs                  # null until a full sweep exists
+    assert 0 < figs["shard_stream_peak_rss_ratio_10x"] and 0 < figs["in_memory_peak_rss_ratio_10x"]
+    assert len(figs["shard_vs_memory_distill_r2"]["memory_seeds_0_1_2"]) == 3
     assert 0 < figs["sweep_core_utilisation"] <= 1.05
     assert 0 < figs["trial_overhead_share"] < 1
     assert figs["teacher_calls_per_crop"] == 1.0          # built once, shared by both trials
