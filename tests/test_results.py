@@ -324,7 +324,7 @@ def test_indistinct_neighbours_hand_checked():
 def test_budget_rows_are_distinct_students_on_the_reference_run():
     from results.report import budget_ladder, recommendations
 
-    df = results.load(REPO / "results" / "reference")
+    df = results.load(REPO / "tests" / "data" / "reference-v1")
     # The old fixed budgets all picked one student: every student of this run is under 2 ms.
     fixed = recommendations(df, "probe_acc_mean", "max_latency_ms", (1.0, 2.0, 5.0, 10.0))
     assert len(fixed) == 1
@@ -375,8 +375,8 @@ def test_baselines_json_fills_sweep_figures_the_rows_lack(tmp_path):
 
     d = tmp_path / "ref"
     d.mkdir()
-    for f in ("results.csv", "sweep.json"):
-        (d / f).write_bytes((REPO / "results" / "reference" / f).read_bytes())
+    for f in ("results.csv", "sweep.json"):   # schema-1 rows: no per-task baselines of their own
+        (d / f).write_bytes((REPO / "tests" / "data" / "reference-v1" / f).read_bytes())
     (d / "baselines.json").write_text(json.dumps({
         "teacher_probe_acc_language": 0.4, "logmel_probe_acc_language": 0.6, "teacher_probe_acc_rate": 0.76,
         "logmel_probe_acc_rate": 0.508, "teacher_probe_acc_mean": 0.0, "teacher_tflite_bytes": 6488456,
@@ -388,9 +388,9 @@ def test_baselines_json_fills_sweep_figures_the_rows_lack(tmp_path):
     assert "language: the teacher loses to the floor (0.400 vs 0.600)" in text
     assert "teacher 0.580 (0 of 144 students beat it)" in text    # the rows' own value wins
     assert "No student beats the floor" in text
-    # The committed reference run carries its recomputed baselines: its report says all this.
+    # The committed reference run carries its sweep's baselines: its report says all this.
     md = (REPO / "results" / "reference" / "report.md").read_text()
-    assert "language: the teacher loses to the floor (0.574 vs 0.694)" in md
+    assert "language: the teacher loses to the floor (0.584 vs 0.662)" in md
     assert "| teacher size (MiB, TFLite) | 6.188 |" in md
 
 
