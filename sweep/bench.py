@@ -63,15 +63,15 @@ axes: {{qat: [false]}}
 
 
 def _trial_peak_rss(grid: Path, work: Path) -> tuple[float, dict]:
-    """`python -m sweep trial` in its own process: (its peak RSS in MiB, its row)."""
+    """`python -m sweep trial` in its own process: (its peak RSS in MiB, its row). GNU time
+    reports it: a child forked from this (large) process would inherit its RSS high-water mark."""
+    cmd = ["/usr/bin/time", "-f", "%M", "-o", str(work / "rss.txt"),
+           sys.executable, "-m", "sweep", "trial", "--grid", str(grid), "--index", "0", "--json"]
     with open(work / "trial.err", "w") as err:
-        p = subprocess.Popen([sys.executable, "-m", "sweep", "trial", "--grid", str(grid), "--index", "0", "--json"],
-                             stdout=subprocess.PIPE, stderr=err, text=True)
-        out = p.stdout.read()
-        _, status, usage = os.wait4(p.pid, 0)
-    if status != 0:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    if p.returncode != 0:
         raise RuntimeError(f"bench trial {grid} failed: {(work / 'trial.err').read_text()[-500:]}")
-    return usage.ru_maxrss / 1024, json.loads(out)   # ru_maxrss is in KiB on Linux
+    return int((work / "rss.txt").read_text().split()[-1]) / 1024, json.loads(p.stdout)   # KiB
 
 
 def _shard_memory(tiny: bool, work: Path) -> tuple[dict, dict]:
@@ -175,7 +175,7 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
         "sweep_core_utilisation": round(busy / (wall * cpus), 3),
         "trial_overhead_share": round(_median(overhead), 3),
         "trial_stage_seconds_median": {s: round(_median(r.get(f"seconds_{s}", 0) for r in ok), 2) for s in stages},
-        "teacher_calls_per_crop": round(m["teacher_calls"] / (m["n_crops"] + m["n_heldout"]), 3),
+        "teacher_calls_per_crop": round(m["teacher_calls"] / len(ctx.dset.crops), 3),
         "frill_vs_teacher_latency_ratio": ratio(lat.get("teacher"), lat["frill_float"]),
         "fastest_within_5pct_vs_teacher_latency_ratio": ratio(lat.get("teacher"), lat.get("fastest")),
         "int8_vs_float_latency_ratio": ratio(lat["frill_int8"], lat["frill_float"]),
@@ -200,7 +200,7 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
                   "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1), "cpus": cpus},
         "shards": shard_details,
         "teacher": {"name": grid.sweep.teacher, "calls": m["teacher_calls"],
-                    "distinct_crops": m["n_crops"] + m["n_heldout"],
+                    "distinct_crops": len(ctx.dset.crops),
                     "latency_how": ctx.baselines.get("teacher_latency_how")},
     }
     how = {
