@@ -85,12 +85,15 @@ def _shard_memory(tiny: bool, work: Path) -> tuple[dict, dict]:
                 n_eval_clips=120 if tiny else 1000)
     runs = [("shards", small, 0), ("shards", large, 0), ("memory", small, 0), ("memory", large, 0),
             ("memory", large, 1), ("memory", large, 2)]
-    rss, r2 = {}, {}
+    rss, r2, prepared = {}, {}, set()
     for mode, n, seed in runs:
         path = work / f"{mode}-{n}-s{seed}.yaml"
         path.write_text(SHARD_GRID.format(name="shardbench", n_crops=n, seed=seed,
                                           shard_size=256 if mode == "shards" else 0, **base))
-        prepare(load_grid(path).sweep, log=lambda *a, **k: None)   # set, features, shards: before timing
+        sweep = load_grid(path).sweep   # the seed is the trial's: seeds share one sweep's set
+        if sweep not in prepared:       # set, features, shards: built before the timed trial
+            prepare(sweep, log=lambda *a, **k: None)
+            prepared.add(sweep)
         peak, row = _trial_peak_rss(path, work)
         rss[f"{mode}_{n}_seed{seed}"] = round(peak, 1)
         r2[f"{mode}_{n}_seed{seed}"] = round(row["distill_r2_heldout"], 4)
@@ -131,7 +134,8 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
         sdir = sweep_dir or REPO / "results" / "runs" / "frill144"
         if not (sdir / "sweep.json").exists():
             raise SystemExit(f"error: no full sweep at {sdir}; run make sweep first (the bench reads it)")
-        grid = load_grid(folder.read_info(sdir)["grid_path"], folder.read_info(sdir)["fidelity"])
+        info = folder.read_info(sdir)
+        grid = load_grid(info["grid_path"], info["fidelity"])
         frill = StudentConfig()   # FRILL: small, alpha 2.0, global pooling, bottleneck 2048
     fidelity = grid.sweep.fidelity
     cpus = os.cpu_count() or 1
