@@ -70,7 +70,7 @@ COLUMNS: tuple[Column, ...] = tuple(
            "student without QAT and compression (its trial is init_from)"),
           ("teacher", "str", "", "teacher spec (resemblyzer, trill, a SavedModel path)"),
           ("corpus", "str", "", "distillation corpus (builtin or a path)"),
-          ("n_crops", "int", "crops", "training crops in the distillation set (held-out and probe clips are fixed apart from it)"),
+          ("n_crops", "int", "crops", "training crops the student trained on: the distillation set's, or its shards' (held-out and probe clips are fixed apart from it)"),
           ("fidelity", "str", "", "smoke, local or paper (sets steps, set size, latency runs)"))
     + _cols("status", "all",
             ("status", "str", "", "OK or ERROR; errored trials keep their row"),

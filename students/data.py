@@ -146,10 +146,23 @@ def write_shard(path: Path, inputs: np.ndarray, targets: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def write_manifest(folder: Path, n_shards: int, n: int, input_shape: tuple, targets: np.ndarray) -> Shards:
-    """shards.json, last: its presence marks the shard set complete."""
-    mean, scale = target_scaling(targets)
+def target_stats(targets: np.ndarray) -> dict:
+    """What the target scaling needs of one shard: count, per-dimension sum and sum of squares."""
+    y = np.asarray(targets, np.float64)
+    return {"n": len(y), "sum": y.sum(axis=0).tolist(), "sumsq": (y ** 2).sum(axis=0).tolist()}
+
+
+def write_manifest(folder: Path, stats: list[dict], input_shape: tuple) -> Shards:
+    """shards.json, last: its presence marks the shard set complete. stats: target_stats of
+    each shard, in order; the scaling they give equals target_scaling of all targets."""
+    n = sum(s["n"] for s in stats)
+    mean = np.sum([s["sum"] for s in stats], axis=0) / n
+    var = np.sum([s["sumsq"] for s in stats], axis=0) / n - mean ** 2
+    scale = float(np.sqrt(max(var.mean(), 0.0)))
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError("teacher targets are constant; nothing to distil")
     atomic_write(Path(folder) / SHARDS_JSON, json.dumps(dict(
-        n=n, files=[shard_name(i) for i in range(n_shards)], input_shape=list(input_shape),
-        target_dim=int(targets.shape[1]), target_mean=mean.tolist(), target_scale=scale), indent=1))
+        n=n, files=[shard_name(i) for i in range(len(stats))], input_shape=list(input_shape),
+        target_dim=len(mean), target_mean=mean.astype(np.float32).tolist(), target_scale=scale),
+        indent=1))
     return Shards.open(folder)

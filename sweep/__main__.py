@@ -62,7 +62,7 @@ def cmd_trial(a) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     try:
-        ctx = prepare(g.sweep, log=log)
+        ctx = prepare(g.sweep, log=log, samples_seen=max(t.samples_seen, t.twin().samples_seen))
         init = None
         if t.warm_start:   # the float twin's weights, from its own debug run (run it if missing)
             twin = t.twin()

@@ -7,15 +7,17 @@ never runs inside a trial and no trial recomputes a feature.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from results.files import atomic_write
-from students.data import SHARDS_JSON, InMemory, Shards, TrainData, shard_name, write_manifest, write_shard
+from students.data import (SHARDS_JSON, InMemory, Shards, TrainData, shard_name, target_stats,
+                           write_manifest, write_shard)
 from sweep.config import SweepConfig
-from teacher.audio import MEL_BINS, PATCH_FRAMES
+from teacher.audio import CROP_SAMPLES, MEL_BINS, PATCH_FRAMES, SAMPLE_RATE
 from teacher import cache
 from teacher.cache import DistillSet, EvalTask
 from teacher.errors import CacheError, CorpusError
@@ -47,38 +49,71 @@ class SweepContext:
             x_ho = np.asarray(inputs[held])
         return InMemory(inputs[~held], self.dset.targets[~held]), x_ho, y_ho
 
+    @property
+    def n_train(self) -> int:
+        """Training crops: the shards', or the in-memory set's."""
+        return len(self.shards) if self.shards is not None else int((~np.asarray(self.dset.heldout, bool)).sum())
+
     def for_trials(self) -> "SweepContext":
         """What the driver ships to each trial worker: no set arrays when the set is sharded,
         so the set never passes through Ray's object store."""
         return replace(self, dset=None) if self.shards is not None else self
 
 
-ShardJob = tuple[str, str, np.ndarray]   # (set folder, shard file, indices of its crops)
+def training_size(sweep: SweepConfig, samples_seen: int) -> int:
+    """How many training crops the set gets: n_crops, or (0) every crop the corpus gives; the
+    built-in corpus, which has no size of its own, then synthesises what max_passes needs.
+    With max_passes, a corpus too small for the trials' samples seen is refused here, before
+    anything is built."""
+    if sweep.n_crops and not sweep.max_passes:
+        return sweep.n_crops
+    from teacher.corpus import training_crops
+    available = training_crops(sweep.corpus, sweep.data_seed)   # None: synthesised on demand
+    need = math.ceil(samples_seen / sweep.max_passes) if sweep.max_passes else 0
+    n = sweep.n_crops or available or need
+    if not n:
+        raise CorpusError("n_crops 0 means every crop of the corpus, but the built-in corpus "
+                          "synthesises what it is asked for: set n_crops, or max_passes")
+    n = min(n, available or n)
+    if need > n:
+        hours = need * CROP_SAMPLES / SAMPLE_RATE / 3600
+        raise CorpusError(
+            f"corpus {sweep.corpus!r} is too small for fidelity {sweep.fidelity}: its trials see "
+            f"up to {samples_seen:,} samples, {samples_seen / n:,.0f} passes over its {n:,} "
+            f"training crops (max_passes {sweep.max_passes}); give a corpus of at least "
+            f"{need:,} crops (~{hours:,.0f} h of audio), or fewer steps in the grid's shared settings")
+    return n
 
 
 def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None,
-            run_shard_jobs=None) -> SweepContext:
-    """embed: how teacher targets are computed if the set must be built (default: here).
-    run_shard_jobs: runs a list of ShardJobs with build_shard (default: here, in turn)."""
+            run_shard_jobs=None, samples_seen: int = 0) -> SweepContext:
+    """embed: how teacher targets are computed if an in-memory set must be built (default:
+    here). run_shard_jobs: runs a list of ShardJobs with build_shard (default: here, in turn).
+    samples_seen: the most training examples any trial of the sweep will see."""
+    n_crops = training_size(sweep, samples_seen)
+    stream = sweep.shard_size > 0
     dset, reused = cache.build_or_load(sweep.corpus, sweep.teacher, seed=sweep.data_seed,
-                                       n_crops=sweep.n_crops, n_eval_clips=sweep.n_eval_clips,
-                                       n_heldout=sweep.n_heldout, embed=embed)
-    log(f"distillation set: {dset.path} ({len(dset.crops)} crops, teacher {sweep.teacher}, "
-        f"{'reused' if reused else 'built'}, teacher calls {dset.manifest.get('teacher_calls')})")
+                                       n_crops=n_crops, n_eval_clips=sweep.n_eval_clips,
+                                       n_heldout=sweep.n_heldout, embed=embed, stream=stream)
+    log(f"distillation set: {dset.path} ({len(dset.crops)} crops{' held out' if stream else ''}, "
+        f"teacher {sweep.teacher}, {'reused' if reused else 'built'}, "
+        f"teacher calls {dset.manifest.get('teacher_calls')})")
     tasks = tuple(cache.load_eval_tasks(dset))
     _check_usable(sweep, dset, tasks)
     held = np.asarray(dset.heldout, bool)
     features = shards = None
-    if sweep.shard_size:
-        shards = _shards(dset, sweep.shard_size,
+    if stream:   # the set holds only held-out crops; the training crops are the shards
+        shards = _stream(dset, sweep.shard_size, n_crops,
                          run_shard_jobs or (lambda jobs: [build_shard(*j) for j in jobs]), log)
-        x_ho = _logmel(dset.crops[held])
+        x_ho = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
+        train_mean = shards.scaling()[0]
     else:
         features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
         x_ho = np.asarray(features[held])
-    heldout = (x_ho, np.asarray(dset.targets[held]))
+        train_mean = np.asarray(dset.targets[~held], np.float64).mean(axis=0)
+    heldout = (np.asarray(x_ho), np.asarray(dset.targets[held]))
     eval_inputs, by_clips = {}, {}
-    from students.evaluate import clip_inputs
+    from students.evaluate import clip_inputs, mse_of_mean
     for task in tasks:   # tasks labelling the same clips share one feature array
         key = tuple(id(c) for c in task.clips)
         if key not in by_clips:
@@ -86,33 +121,55 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None,
             x = _cached(Path(dset.path) / "eval" / f"features-{task.name}.npy", lambda: _logmel(crops))
             by_clips[key] = (x, counts)
         eval_inputs[task.name] = by_clips[key]
+    # The R2 reference depends on the training crops (a streamed set's shards), so it is
+    # computed here rather than cached with the other baselines.
+    baselines = {**_baselines(dset, tasks, sweep, log),
+                 "heldout_mse_of_train_mean": mse_of_mean(train_mean, heldout[1])}
     return SweepContext(sweep=sweep, dset=dset, features=features, shards=shards, heldout=heldout,
-                        tasks=tasks, eval_inputs=eval_inputs,
-                        baselines=_baselines(dset, tasks, sweep, log))
+                        tasks=tasks, eval_inputs=eval_inputs, baselines=baselines)
 
 
-def _shards(dset: DistillSet, size: int, run_jobs, log) -> Shards:
-    """The training crops as shards of `size` beside the set, written once: each shard by its
-    own job, only those not yet written (a stopped build resumes), shards.json last."""
-    folder = Path(dset.path) / f"shards-{size}"
+PLAN_JSON = "plan.json"
+ShardJob = tuple[str, str, int]   # (set folder, shard folder, shard index)
+
+
+def _stats_path(folder: Path, index: int) -> Path:
+    return folder / shard_name(index).replace(".tfrecord", ".json")
+
+
+def _stream(dset: DistillSet, size: int, n_crops: int, run_jobs, log) -> Shards:
+    """The training crops as shards beside the set, written once. The plan (which crops go in
+    which shard) is fixed first; each shard is then produced and written by its own job, only
+    those not yet written (a stopped build resumes), shards.json last."""
+    folder = Path(dset.path) / f"shards-{size}-n{n_crops}"
     if (folder / SHARDS_JSON).exists():
         return Shards.open(folder)
     folder.mkdir(exist_ok=True)
-    train = np.flatnonzero(~np.asarray(dset.heldout, bool))
-    parts = [train[i:i + size] for i in range(0, len(train), size)]
-    jobs = [(str(dset.path), str(folder / shard_name(i)), idx) for i, idx in enumerate(parts)
-            if not (folder / shard_name(i)).exists()]
+    if not (folder / PLAN_JSON).exists():
+        plan = cache.plan_stream(dset, n_crops, size)
+        atomic_write(folder / PLAN_JSON, json.dumps(plan))
+    n_shards = len(json.loads((folder / PLAN_JSON).read_text()))
+    jobs = [(str(dset.path), str(folder), i) for i in range(n_shards)
+            if not _stats_path(folder, i).exists()]
     if jobs:
-        log(f"shards: writing {len(jobs)} of {len(parts)} to {folder}")
+        log(f"shards: writing {len(jobs)} of {n_shards} to {folder} (corpus, teacher and "
+            "log-mel, one job per shard)")
         run_jobs(jobs)
-    return write_manifest(folder, len(parts), len(train), (PATCH_FRAMES, MEL_BINS), dset.targets[train])
+    stats = [json.loads(_stats_path(folder, i).read_text()) for i in range(n_shards)]
+    return write_manifest(folder, stats, (PATCH_FRAMES, MEL_BINS))
 
 
-def build_shard(set_path: str, shard_path: str, indices: np.ndarray) -> None:
-    """One shard: the log-mel features and targets of these crops (read from the set's files)."""
-    crops = np.load(Path(set_path) / "crops.npy", mmap_mode="r")
-    targets = np.load(Path(set_path) / "targets.npy", mmap_mode="r")
-    write_shard(Path(shard_path), _logmel(crops[indices]), targets[indices])
+def build_shard(set_path: str, folder: str, index: int) -> None:
+    """One shard of a streamed set: its crops (decoded or synthesised here), their teacher
+    targets and log-mel features. The shard file, then its stats file: the stats file marks
+    the shard done."""
+    folder = Path(folder)
+    shard = json.loads((folder / PLAN_JSON).read_text())[index]
+    crops, _, skipped = cache.stream_crops(set_path, index, shard)
+    targets, calls = cache.teacher_targets(set_path, crops)
+    write_shard(folder / shard_name(index), _logmel(crops), targets)
+    atomic_write(_stats_path(folder, index), json.dumps(
+        {**target_stats(targets), "teacher_calls": calls, "skipped_files": skipped}))
 
 
 def _check_usable(sweep: SweepConfig, dset: DistillSet, tasks) -> None:
@@ -125,7 +182,7 @@ def _check_usable(sweep: SweepConfig, dset: DistillSet, tasks) -> None:
     for task in tasks:
         check_task(task)   # EvalError: e.g. one label only, or a label missing from a split
     held = np.asarray(dset.heldout, bool)
-    if held.all() or not held.any():
+    if (held.all() and not sweep.shard_size) or not held.any():
         raise CorpusError(f"distillation set {dset.path} needs both training and held-out crops "
                           f"(has {int((~held).sum())} and {int(held.sum())}); give the corpus more files")
 
@@ -154,8 +211,8 @@ def _cached(path: Path, compute) -> np.ndarray:
 
 
 def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
-    """Teacher and log-mel probe accuracies (with intervals) on the same splits, the R2
-    reference, and the teacher's latency and TFLite size; cached beside the set."""
+    """Teacher and log-mel probe accuracies (with intervals) on the same splits, and the
+    teacher's latency and TFLite size; cached beside the set."""
     from students import evaluate, measure
     path = Path(dset.path) / f"baselines-{evaluate.PROBE_VERSION}.json"
     if path.exists():
@@ -166,9 +223,7 @@ def _baselines(dset: DistillSet, tasks, sweep: SweepConfig, log) -> dict:
     from teacher.teachers import get_teacher
 
     t = get_teacher(sweep.teacher)
-    held = np.asarray(dset.heldout, bool)
-    out: dict = {"heldout_mse_of_train_mean": evaluate.mse_of_mean(dset.targets[~held],
-                                                                   dset.targets[held])}
+    out: dict = {}
     for who, fn in (("teacher", t.embed), ("logmel", evaluate.logmel_embed)):
         out.update(evaluate.probe_columns(fn, list(tasks), prefix=f"{who}_"))
     lat, how, tflite = measure.teacher_latency(t, runs=sweep.latency_runs, cache_dir=Path(dset.path))

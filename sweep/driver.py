@@ -39,7 +39,7 @@ from results.folder import Ledger
 from sweep import SweepError, quiet
 from students.config import DEPTHS
 from sweep.config import SweepConfig, TrialConfig
-from sweep.context import SweepContext, prepare
+from sweep.context import SweepContext, prepare, training_size
 from sweep.grid import Grid
 from sweep.trial import load_float_weights, run_trial
 
@@ -95,15 +95,21 @@ def _embed_on_cluster(spec: str, crops: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @ray.remote(num_cpus=1)
-def _shard_task(set_path: str, shard_path: str, indices: np.ndarray) -> None:
+def _shard_task(set_path: str, folder: str, index: int) -> None:
     from sweep.context import build_shard
-    build_shard(set_path, shard_path, indices)
+    quiet.start_tensorflow(threads=1)
+    build_shard(set_path, folder, index)
 
 
 def _shards_as_tasks(jobs: list) -> None:
-    """One Ray task per shard; on a cluster the set's folder (FRILL_CACHE) must be storage
-    every node sees."""
-    ray.get([_shard_task.remote(*job) for job in jobs])
+    """One Ray task per shard (its crops, teacher targets and features); on a cluster the
+    set's folder (FRILL_CACHE) and a user corpus must be on storage every node sees."""
+    try:
+        ray.get([_shard_task.remote(*job) for job in jobs])
+    except ray.exceptions.RayTaskError as e:   # e.g. no espeak-ng on a worker: its one line
+        if isinstance(e.cause, FrillError):
+            raise e.cause from None
+        raise
 
 
 def _fmt(seconds: float) -> str:
@@ -323,6 +329,7 @@ def _run_locked(grid, name, sdir, trials, command, resources, storage, callbacks
             log(f"[{name}] {done.line()}; running 0: nothing left to run")
             return done
     try:
+        training_size(grid.sweep, max(t.samples_seen for t in trials))   # a corpus too small: before Ray
         where = _start_ray()
         check_resources(resources["cpu"], resources["memory"] / 2**30, where, resources.get("gpu", 0))
         ctx = _context(grid.sweep, trials, name, log)   # before sweep.json: a refusal writes nothing
@@ -369,15 +376,17 @@ def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
     # On a cluster the teacher targets are built in parallel on every node; on one
     # machine a second TF process per core would cost more than it saves.
     nodes = sum(n["Alive"] for n in ray.nodes())
+    if nodes > 1 and sc.shard_size and not os.environ.get("FRILL_CACHE"):
+        raise SweepError(f"{nodes} Ray nodes share the distillation set's shards: set FRILL_CACHE "
+                         "to a folder every node sees (e.g. FRILL_CACHE=/shared/frill-cache)")
     if nodes > 1:
         log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
             "as Ray tasks across them")
     ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None,
-                  run_shard_jobs=_shards_as_tasks)
-    n_train = int((~np.asarray(ctx.dset.heldout, bool)).sum())
+                  run_shard_jobs=_shards_as_tasks, samples_seen=max(t.samples_seen for t in trials))
     batch = max(t.train.batch_size for t in trials)
-    if n_train < batch:
-        raise SweepError(f"the distillation set has {n_train} training crops, fewer than one batch "
+    if ctx.n_train < batch:
+        raise SweepError(f"the distillation set has {ctx.n_train} training crops, fewer than one batch "
                          f"({batch}): use a larger corpus or n_crops, or a smaller batch_size")
     return ctx
 

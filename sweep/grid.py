@@ -111,11 +111,15 @@ def _expand(path: Path, shared: dict, axes: dict, preset: dict,
         try:
             student = StudentConfig(**{k: v for k, v in s.items() if k in STUDENT_KEYS})
             init = s.get("init", preset.get("init", "scratch"))
-            train = TrainConfig(steps=get("steps"), batch_size=get("batch_size"),
+            # A preset defined as samples seen gives as many steps as its batch size needs.
+            by_samples = -(-preset["samples"] // get("batch_size")) if "samples" in preset else None
+            steps = s.get("steps", preset.get("steps", by_samples))
+            train = TrainConfig(steps=steps, batch_size=get("batch_size"),
                                 learning_rate=get("learning_rate"),
                                 lr_schedule=get("lr_schedule"), seed=s.get("seed", 0))
             trial = TrialConfig(student=student, train=train, init=init,
-                                finetune_steps=get("finetune_steps"))
+                                finetune_steps=s.get("finetune_steps",
+                                                     preset.get("finetune_steps", by_samples)))
         except (ValueError, TypeError) as e:
             raise GridError(f"{path}: trial {dict(zip(keys, values))}: {e}") from None
         tid = trial.trial_id(sweep)

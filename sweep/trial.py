@@ -105,6 +105,7 @@ def run_trial(cfg: TrialConfig, ctx: SweepContext, out_dir: Path, *, sweep: str,
         b = ctx.baselines
         with timed("build"):
             train, x_ho, y_ho = ctx.training(s.frontend)
+            row["n_crops"] = len(train)   # what the set gave (n_crops 0: the whole corpus)
             x_calib = train.head(256)   # BN recalibration and the int8 converter's calibration
             seed_everything(cfg.train.seed)   # before the build: initialisers draw from it
             student = build_student(s, teacher_dim=y_ho.shape[1],

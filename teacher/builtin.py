@@ -75,6 +75,11 @@ class Utterance:
         return f"{self.part}|{self.voice}|{self.text}"
 
 
+def text_of(source: str) -> str:
+    """The text of an Utterance.source() string."""
+    return source.split("|", 2)[2]
+
+
 def espeak_binary() -> str:
     path = shutil.which("espeak-ng")
     if path is None:
@@ -98,10 +103,12 @@ def split_variants(seed: int) -> dict[str, tuple[str, ...]]:
 class Planner:
     """Draws utterances part by part from one seeded stream; texts never repeat across parts."""
 
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng([seed, 2])
+    def __init__(self, seed: int, stream: tuple[int, ...] = (2,), texts: set[str] = frozenset()) -> None:
+        """stream: which seeded stream to draw from; texts: texts already used elsewhere (e.g. by
+        the evaluation parts, when one shard of training crops is drawn on its own)."""
+        self.rng = np.random.default_rng([seed, *stream])
         self.variants = split_variants(seed)
-        self.texts: set[str] = set()
+        self.texts: set[str] = set(texts)
         self.count = 0
         self.seed = seed
 

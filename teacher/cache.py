@@ -7,7 +7,10 @@ Layout of one set (a folder under the cache dir, named <corpus>-<teacher>-s<seed
     sources.json   per-crop origin (file, or part|voice|text)
     identity.json  everything the key was derived from
     eval/          audio.npy (clips concatenated), offsets.npy, tasks.json, sources.json
+    stream.json    a streamed user corpus's training files, [path, crops] (see corpus.py)
     manifest.json  written last, with "complete": true
+A streamed set (stream=True) holds only its held-out crops; its training crops are written
+as shards by sweep/context.py, shard by shard.
 A set is built in a hidden temp folder and renamed into place, so an interrupted
 build is never taken for a complete one.
 """
@@ -30,7 +33,9 @@ import numpy as np
 from results.files import sha256_file, slug
 from teacher.audio import CROP_SAMPLES, SAMPLE_RATE
 from teacher.builtin import DEFAULT_N_CROPS, DEFAULT_N_EVAL_CLIPS, HELDOUT_CROPS
-from teacher.corpus import Corpus, EvalTask, check_corpus, corpus_identity, load_corpus
+from teacher import builtin
+from teacher.corpus import (Corpus, EvalTask, check_corpus, corpus_identity, load_corpus,
+                            plan_shards, shard_crops)
 from teacher.errors import CacheError, CorpusError, FrillError, TeacherError
 from teacher.teachers import (RESEMBLYZER_REBUILD, Teacher, get_teacher,
                               resemblyzer_weights_path, resolve_spec, split_spec)
@@ -40,7 +45,7 @@ CACHE_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
 __all__ = ["DistillSet", "EvalTask", "build_or_load", "load_eval_tasks", "load_distill_set",
-           "cache_root", "cache_key"]
+           "cache_root", "cache_key", "plan_stream", "stream_crops", "teacher_targets"]
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,14 @@ def teacher_identity(spec: str) -> dict:
 
 
 def cache_key(corpus: str, teacher: str, seed: int, n_crops: int,
-              n_eval_clips: int, n_heldout: int = HELDOUT_CROPS) -> tuple[str, dict]:
+              n_eval_clips: int, n_heldout: int = HELDOUT_CROPS,
+              stream: bool = False) -> tuple[str, dict]:
     identity = {"version": CACHE_VERSION, "corpus": corpus_identity(corpus),
                 "teacher": teacher_identity(teacher), "seed": seed, "n_crops": n_crops,
                 "n_eval_clips": n_eval_clips, "n_heldout": n_heldout,
                 "crop": {"sample_rate": SAMPLE_RATE, "crop_samples": CROP_SAMPLES}}
+    if stream:   # only then, so the keys of in-memory sets stay as they were
+        identity.update(stream=True, n_crops=0)
     blob = json.dumps(identity, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16], identity
 
@@ -195,6 +203,8 @@ def _write_set(tmp: Path, corpus: Corpus, targets: np.ndarray, manifest: dict,
     np.save(tmp / "heldout.npy", corpus.heldout.astype(bool))
     _write_json(tmp / "sources.json", corpus.sources)
     _write_json(tmp / "identity.json", identity)
+    if corpus.stream:
+        _write_json(tmp / "stream.json", corpus.stream)
     _write_eval(tmp / "eval", corpus.tasks, list(corpus.info.get("eval_sources", [])))
     # Checksums of what trials read back, verified on every load: a damaged or overwritten
     # array is found, not silently reused.
@@ -255,18 +265,20 @@ def _manifest(key: str, corpus: str, teacher: str, seed: int, model: Teacher, da
 
 
 def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int,
-           n_heldout: int, key: str, identity: dict, final: Path, embed: TargetFn | None) -> bool:
+           n_heldout: int, key: str, identity: dict, final: Path, embed: TargetFn | None,
+           stream: bool) -> bool:
     t0 = time.perf_counter()
     check_corpus(corpus)
     model = get_teacher(teacher)  # before synthesis: a bad or unreachable teacher fails fast
     t_corpus = time.perf_counter()
     data = load_corpus(corpus, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips,
-                       n_heldout=n_heldout)
+                       n_heldout=n_heldout, stream=stream)
     corpus_seconds = time.perf_counter() - t_corpus
     targets, calls, teacher_seconds = _embed(model, teacher, data.crops, embed)
     seconds = {"corpus": corpus_seconds, "teacher": teacher_seconds,
                "build": time.perf_counter() - t0}
     manifest = _manifest(key, corpus, teacher, seed, model, data, targets, calls, seconds)
+    manifest["stream"] = stream
     tmp = _tmp_dir(final)
     try:
         _write_set(tmp, data, targets, manifest, identity)
@@ -278,18 +290,19 @@ def _build(corpus: str, teacher: str, seed: int, n_crops: int, n_eval_clips: int
 def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed: int = 0,
                   n_crops: int | None = None, cache_dir: str | Path | None = None,
                   n_eval_clips: int | None = None, n_heldout: int = HELDOUT_CROPS,
-                  embed: TargetFn | None = None) -> tuple[DistillSet, bool]:
+                  embed: TargetFn | None = None, stream: bool = False) -> tuple[DistillSet, bool]:
     """Return the distillation set for these settings and whether it was reused from the cache.
 
     embed: how to compute the teacher targets when building (default: in this process).
+    stream: build only the held-out crops and evaluation clips (n_crops is then ignored).
     """
     # Resolve defaults before keying, so None and an explicit 2400 share one set.
     n_crops = DEFAULT_N_CROPS if n_crops is None else n_crops
     n_eval_clips = DEFAULT_N_EVAL_CLIPS if n_eval_clips is None else n_eval_clips
-    if n_crops < 2 or n_eval_clips < 4:
+    if (n_crops < 2 and not stream) or n_eval_clips < 4:
         raise CorpusError(f"need --n-crops >= 2 (got {n_crops}) and n_eval_clips >= 4 "
                           f"(got {n_eval_clips}): one crop to train on and one held out")
-    key, identity = cache_key(corpus, teacher, seed, n_crops, n_eval_clips, n_heldout)
+    key, identity = cache_key(corpus, teacher, seed, n_crops, n_eval_clips, n_heldout, stream)
     root = cache_root(cache_dir)
     final = _set_dir(root, corpus, teacher, seed, key)
     if _is_complete(final):
@@ -300,10 +313,35 @@ def build_or_load(corpus: str = "builtin", teacher: str = "resemblyzer", *, seed
         _remove_stale_tmp(final)
         log.info("building distillation set %s (corpus %s, teacher %s)", final, corpus, teacher)
         built = _build(corpus, teacher, seed, n_crops, n_eval_clips, n_heldout, key, identity,
-                       final, embed)
+                       final, embed, stream)
     except FrillError:
         raise
     except OSError as exc:
         raise CacheError(f"cannot write the distillation set under {root}: {exc}; free some "
                          "space or pass --cache-dir") from None
     return load_distill_set(final), not built
+
+
+def plan_stream(dset: DistillSet, n_crops: int, shard_size: int) -> list[dict]:
+    """A streamed set's training crops, cut into shards (see corpus.plan_shards)."""
+    stream = dset.path / "stream.json"
+    return plan_shards(json.loads(stream.read_text()) if stream.exists() else [], n_crops, shard_size)
+
+
+def stream_crops(set_path: str | Path, index: int, shard: dict) -> tuple[np.ndarray, list[str], int]:
+    """(crops, their sources, files skipped) of one planned shard of a streamed set. Built-in shards draw
+    texts unused by the set's held-out crops and probe clips, so those stay unseen."""
+    path = Path(set_path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    texts: set[str] = set()
+    if manifest["corpus_kind"] == "builtin":
+        for name in ("sources.json", "eval/sources.json"):
+            texts |= {builtin.text_of(s) for s in json.loads((path / name).read_text())}
+    return shard_crops(manifest["seed"], index, shard, texts)
+
+
+def teacher_targets(set_path: str | Path, crops: np.ndarray) -> tuple[np.ndarray, int]:
+    """(targets, teacher calls) of more crops for a set, from the set's own teacher."""
+    spec = json.loads((Path(set_path) / MANIFEST).read_text())["teacher_spec"]
+    targets, calls, _ = _embed(get_teacher(spec), spec, crops, None)
+    return targets, calls

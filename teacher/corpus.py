@@ -10,10 +10,16 @@ Three kinds, chosen by the spec string:
 User corpora are split by file: ~30% of each label's files are probe-test
 clips and never distilled on; ~10% of the remaining files give the held-out
 crops. Unreadable files and clips shorter than one crop are skipped and counted.
+
+A streamed corpus (`stream=True`, for sharded sets) holds only its evaluation parts in
+memory. Its training crops are planned first, without decoding any audio: for a user corpus,
+its training files and their crop counts, read from the file headers. Then each shard's crops
+are produced on their own by `shard_crops`, so no one process holds them all.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -45,6 +51,8 @@ class Corpus:
     sources: list[str]        # per crop: file, or part|voice|text for the built-in corpus
     tasks: list[EvalTask]
     info: dict = field(default_factory=dict)  # JSON-able counts and settings for the manifest
+    # A streamed user corpus: its training files, [path, crops], in a seeded order.
+    stream: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,17 +173,16 @@ def _pick(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
     return mask
 
 
-def _split_files(items: _Items, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split_files(labels: list[str | None], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per file: is it a probe-test clip (stratified by label), is it held out from training."""
     rng = np.random.default_rng([seed, 3])
-    labels = [e.label for e, _ in items]
-    test = np.zeros(len(items), bool)
+    test = np.zeros(len(labels), bool)
     if len({lb for lb in labels if lb is not None}) >= 2:
         for lb in sorted({lb for lb in labels if lb is not None}):
             idx = np.flatnonzero([x == lb for x in labels])
             test[idx[_pick(rng, len(idx), PROBE_TEST_FRACTION)]] = True
     distill = np.flatnonzero(~test)
-    held = np.zeros(len(items), bool)
+    held = np.zeros(len(labels), bool)
     held[distill[_pick(rng, len(distill), HELDOUT_FRACTION)]] = True
     return test, held
 
@@ -214,29 +221,149 @@ def _user_crops(items: _Items, test: np.ndarray, held: np.ndarray, seed: int, n_
     return all_crops[keep], all_flags[keep], [sources[i] for i in keep]
 
 
-def _user_task(name: str, items: _Items, test: np.ndarray, seed: int, n_eval_clips: int
-               ) -> list[EvalTask]:
-    idx = np.flatnonzero([e.label is not None for e, _ in items])
-    if len({items[i][0].label for i in idx}) < 2:
+def _user_task(name: str, entries: list[_Entry], audio, test: np.ndarray, seed: int,
+               n_eval_clips: int) -> list[EvalTask]:
+    """audio(i): the i-th file's samples (only the chosen clips are read)."""
+    idx = np.flatnonzero([e.label is not None for e in entries])
+    if len({entries[i].label for i in idx}) < 2:
         return []
     idx = idx[_subsample(len(idx), n_eval_clips, np.random.default_rng([seed, 5]))]
-    return [EvalTask(name, [items[i][1] for i in idx],
-                     np.array([items[i][0].label for i in idx], dtype=str), test[idx].copy())]
+    return [EvalTask(name, [audio(i) for i in idx],
+                     np.array([entries[i].label for i in idx], dtype=str), test[idx].copy())]
 
 
 def user_corpus(spec: str, *, seed: int, n_crops: int | None, n_eval_clips: int | None) -> Corpus:
     items, info = _decode(_entries(spec), spec)
-    test, held = _split_files(items, seed)
+    test, held = _split_files([e.label for e, _ in items], seed)
     crops, heldout, sources = _user_crops(items, test, held, seed,
                                           n_crops or builtin.DEFAULT_N_CROPS)
-    tasks = _user_task(Path(spec).stem or "labels", items, test, seed,
-                       n_eval_clips or builtin.DEFAULT_N_EVAL_CLIPS)
+    tasks = _user_task(Path(spec).stem or "labels", [e for e, _ in items], lambda i: items[i][1],
+                       test, seed, n_eval_clips or builtin.DEFAULT_N_EVAL_CLIPS)
     info.update(kind=_kind(spec), probe_test_files=int(test.sum()), heldout_files=int(held.sum()))
     return Corpus(crops, heldout, sources, tasks, info)
 
 
+def _scan(spec: str) -> tuple[list[tuple[_Entry, int]], dict]:
+    """Every usable file and its length in crops, from its header alone (no decoding)."""
+    import soundfile as sf
+    out, bad, short = [], 0, 0
+    for e in _entries(spec):
+        try:
+            info = sf.info(str(e.path))
+        except Exception:  # noqa: BLE001 - soundfile raises several types for a bad file
+            bad += 1
+            continue
+        crops = info.frames * SAMPLE_RATE // max(info.samplerate, 1) // CROP_SAMPLES
+        if crops < 1:
+            short += 1
+        else:
+            out.append((e, int(crops)))
+    if not out:
+        raise CorpusError(f"no usable audio in {spec}: {bad} unreadable, {short} shorter than one "
+                          f"crop; give clips of at least {CROP_SAMPLES / SAMPLE_RATE:.3f} s")
+    return out, {"files_used": len(out), "skipped_unreadable": bad, "skipped_short": short}
+
+
+def _scan_split(spec: str, seed: int):
+    files, info = _scan(spec)
+    test, held = _split_files([e.label for e, _ in files], seed)
+    return files, info, test, held
+
+
+@functools.lru_cache(maxsize=8)   # the driver asks before Ray starts, prepare() again
+def training_crops(spec: str, seed: int) -> int | None:
+    """How many training crops a user corpus gives, from file headers; None for the built-in
+    corpus, which synthesises as many as asked for."""
+    if _kind(spec) == "builtin":
+        return None
+    files, _, test, held = _scan_split(spec, seed)
+    return sum(k for (_, k), t, h in zip(files, test, held) if not (t or h))
+
+
+def _decode_one(path: Path) -> np.ndarray:
+    try:
+        return load_audio(path)
+    except AudioError as exc:
+        raise CorpusError(f"{exc}: the file's header reads, but its audio does not; fix or "
+                          "remove it") from None
+
+
+def streamed_user_corpus(spec: str, *, seed: int, n_eval_clips: int | None,
+                         n_heldout: int) -> Corpus:
+    """The evaluation parts of a user corpus (held-out crops: at most n_heldout, from the
+    held-out files in a seeded order; probe clips) and its training files, undecoded."""
+    files, info, test, held = _scan_split(spec, seed)
+    crops, sources = [], []
+    for i in np.random.default_rng([seed, 4]).permutation(np.flatnonzero(held)):
+        if len(crops) >= n_heldout:
+            break
+        c = clip_to_crops(_decode_one(files[i][0].path))[:n_heldout - len(crops)]
+        crops += list(c)
+        sources += [files[i][0].rel] * len(c)
+    if not crops:
+        raise CorpusError(f"corpus {spec} has no held-out crops: give it at least 2 files that "
+                          "are not probe-test clips")
+    train = [i for i in np.random.default_rng([seed, 6]).permutation(len(files))
+             if not (test[i] or held[i])]
+    if not train:
+        raise CorpusError(f"corpus {spec} has no training files left after the probe-test and "
+                          "held-out files: give it more files")
+    entries = [e for e, _ in files]
+    tasks = _user_task(Path(spec).stem or "labels", entries, lambda i: _decode_one(entries[i].path),
+                       test, seed, n_eval_clips or builtin.DEFAULT_N_EVAL_CLIPS)
+    info.update(kind=_kind(spec), probe_test_files=int(test.sum()), heldout_files=int(held.sum()),
+                training_files=len(train))
+    return Corpus(np.stack(crops), np.ones(len(crops), bool), sources, tasks, info,
+                  stream=[[str(files[i][0].path), files[i][1]] for i in train])
+
+
+def plan_shards(stream: list, n_crops: int, shard_size: int) -> list[dict]:
+    """The first n_crops training crops cut into shards of shard_size: per shard its crop count
+    and, for a user corpus (stream: its training files), [file, first crop, crops] parts."""
+    if not stream:   # built-in: each shard synthesises its own crops
+        return [{"n": min(shard_size, n_crops - start)} for start in range(0, n_crops, shard_size)]
+    shards, files, n, total = [], [], 0, 0
+    for path, k in stream:
+        k, first = min(k, n_crops - total), 0
+        while k > 0:
+            take = min(k, shard_size - n)
+            files.append([path, first, take])
+            n, k, first, total = n + take, k - take, first + take, total + take
+            if n == shard_size:
+                shards.append({"n": n, "files": files})
+                files, n = [], 0
+        if total >= n_crops:
+            break
+    if n:
+        shards.append({"n": n, "files": files})
+    return shards
+
+
+def shard_crops(seed: int, index: int, shard: dict, exclude_texts: set[str]
+                ) -> tuple[np.ndarray, list[str], int]:
+    """(crops, their sources, files skipped) of one planned shard. A file that fails to decode
+    now is skipped and counted (its header read when the shards were planned)."""
+    if "files" not in shard:
+        planner = builtin.Planner(seed, stream=(6, index), texts=exclude_texts)
+        crops, sources = builtin.distill_crops(planner, "distill", shard["n"])
+        return crops, sources, 0
+    crops, sources, skipped = [], [], 0
+    for path, first, k in shard["files"]:
+        try:
+            c = clip_to_crops(load_audio(path))[first:first + k]
+        except AudioError:
+            skipped += 1
+            continue
+        crops += list(c)
+        sources += [path] * len(c)
+    if not crops:
+        raise CorpusError(f"shard {index}: none of its {len(shard['files'])} files could be read")
+    return np.stack(crops), sources, skipped
+
+
 def builtin_corpus(*, seed: int, n_crops: int | None, n_eval_clips: int | None,
-                   n_heldout: int | None = None) -> Corpus:
+                   n_heldout: int | None = None, stream: bool = False) -> Corpus:
+    """stream: the evaluation parts only (shard_crops synthesises the training crops)."""
     n = n_crops or builtin.DEFAULT_N_CROPS
     n_eval = n_eval_clips or builtin.DEFAULT_N_EVAL_CLIPS
     if n < 2 or n_eval < 4:
@@ -248,7 +375,8 @@ def builtin_corpus(*, seed: int, n_crops: int | None, n_eval_clips: int | None,
     tr_clips, tr_utts = builtin.eval_clips(planner, "probe_train", n_eval // 2)
     te_clips, te_utts = builtin.eval_clips(planner, "probe_test", n_eval - n_eval // 2)
     held, held_src = builtin.distill_crops(planner, "heldout", n_heldout or builtin.HELDOUT_CROPS)
-    train, train_src = builtin.distill_crops(planner, "distill", n)
+    train, train_src = (np.zeros((0, CROP_SAMPLES), np.float32), []) if stream else \
+        builtin.distill_crops(planner, "distill", n)
     clips, utts = tr_clips + te_clips, tr_utts + te_utts
     is_test = np.arange(len(clips)) >= len(tr_clips)
     tasks = [EvalTask("language", clips, np.array([u.language for u in utts], dtype=str), is_test),
@@ -256,7 +384,7 @@ def builtin_corpus(*, seed: int, n_crops: int | None, n_eval_clips: int | None,
     info = {"kind": "builtin", "espeak": builtin.espeak_version(),
             "variants": {k: list(v) for k, v in planner.variants.items()},
             "eval_sources": [u.source() for u in utts]}
-    return Corpus(np.concatenate([train, held]), np.arange(n + len(held)) >= n,
+    return Corpus(np.concatenate([train, held]), np.arange(len(train) + len(held)) >= len(train),
                   train_src + held_src, tasks, info)
 
 
@@ -267,13 +395,18 @@ def check_corpus(spec: str) -> None:
 
 
 def load_corpus(spec: str, *, seed: int = 0, n_crops: int | None = None,
-                n_eval_clips: int | None = None, n_heldout: int | None = None) -> Corpus:
+                n_eval_clips: int | None = None, n_heldout: int | None = None,
+                stream: bool = False) -> Corpus:
     """Build the corpus a spec names ('builtin', a folder, or a CSV manifest).
 
-    n_heldout: held-out crops of the built-in corpus (a user corpus holds out files)."""
-    if n_crops is not None and n_crops < 2:
+    n_heldout: held-out crops of the built-in corpus (a user corpus holds out files; streamed,
+    at most n_heldout crops of them). stream: no training crops (see the module's text)."""
+    if n_crops is not None and n_crops < 2 and not stream:
         raise CorpusError(f"n_crops must be at least 2 (got {n_crops})")
     if _kind(spec) == "builtin":
         return builtin_corpus(seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips,
-                              n_heldout=n_heldout)
+                              n_heldout=n_heldout, stream=stream)
+    if stream:
+        return streamed_user_corpus(spec, seed=seed, n_eval_clips=n_eval_clips,
+                                    n_heldout=n_heldout or builtin.HELDOUT_CROPS)
     return user_corpus(spec, seed=seed, n_crops=n_crops, n_eval_clips=n_eval_clips)

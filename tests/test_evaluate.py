@@ -154,4 +154,4 @@ def test_prepared_inputs_give_the_same_probe_as_cutting_clips():
 def test_mse_of_mean_is_the_r2_reference():
     train = np.array([[0.0, 2.0], [2.0, 4.0]])          # mean (1, 3)
     held = np.array([[1.0, 3.0], [3.0, 3.0]])
-    assert evaluate.mse_of_mean(train, held) == pytest.approx((0 + 0 + 4 + 0) / 4)
+    assert evaluate.mse_of_mean(train.mean(axis=0), held) == pytest.approx((0 + 0 + 4 + 0) / 4)

@@ -1,4 +1,5 @@
 """Grid files: the 144 grid, validation of bad files, stable derived ids, the CLI."""
+import dataclasses
 import subprocess
 import sys
 
@@ -106,3 +107,15 @@ def test_cli_list_prints_one_line_per_trial():
     assert len(lines) == 144
     ids = [line.split()[1] for line in lines]
     assert ids == grid.load("frill144").ids
+
+
+def test_the_paper_preset_is_defined_as_samples_seen(tmp_path):
+    g = grid.load("frill144", fidelity="paper")
+    assert {(t.train.steps, t.train.batch_size) for t in g.trials} == {(50_000, 512)}
+    assert (g.sweep.n_crops, g.sweep.shard_size, g.sweep.max_passes) == (0, 4096, 10)
+    half = tmp_path / "half.yaml"    # a smaller batch: more steps, the same samples seen
+    half.write_text("name: half\nshared: {fidelity: paper, batch_size: 256}\naxes: {alpha: [1.0]}\n")
+    (t,) = grid.load(half).trials
+    assert t.train.steps == 100_000 and t.samples_seen == 25_600_000
+    # max_passes is a check, not a setting of the result: it leaves the trial id alone.
+    assert t.trial_id(g.sweep) == t.trial_id(dataclasses.replace(g.sweep, max_passes=3))

@@ -85,8 +85,9 @@ def test_failing_trial_becomes_error_row_and_others_finish(tmp_path, runs_dir):
     assert p.returncode == 0, out
     rows = list(_rows(runs_dir / "faulty").values())
     assert sorted(r["status"] for r in rows) == ["ERROR", "OK"], out
-    (manifest,) = Path(os.environ["FRILL_CACHE"]).glob("*/shards-100/shards.json")
+    (manifest,) = Path(os.environ["FRILL_CACHE"]).glob("*/shards-100-n320/shards.json")
     assert len(json.loads(manifest.read_text())["files"]) == 4     # 320 training crops
+    assert json.loads(manifest.read_text())["n"] == 320
     bad = next(r for r in rows if r["status"] == "ERROR")
     assert bad["error_class"] == "TrainingDiverged" and bad["error_message"].startswith("train:")
     status = subprocess.run([sys.executable, "-m", "sweep", "status", "--name", "faulty"],

@@ -209,3 +209,31 @@ def test_manifest_header_of_any_name_and_missing_files_are_named(tmp_path):
     gone.write_text("path,label\nnope/a.wav,x\nnope/b.wav,y\n")
     with pytest.raises(CorpusError, match=r"nope/a.wav: no such file \(paths are relative"):
         load_corpus(str(gone), seed=0, n_crops=4)
+
+
+def test_a_streamed_user_corpus_plans_its_training_crops_from_headers_and_reads_them_per_shard(tmp_path):
+    """Streamed, a folder corpus decodes only its held-out and probe clips; its training crops
+    are counted from the file headers, cut into shards (a file may straddle two), and each
+    shard reads exactly its crops: together, every crop of every training file, once."""
+    from teacher.corpus import plan_shards, shard_crops, training_crops
+    root = tmp_path / "pets"
+    _write_labelled_folder(root, n_per_label=6)
+    c = load_corpus(str(root), seed=0, n_heldout=1, stream=True)
+    assert c.heldout.all() and len(c.crops) == 1 and c.info["heldout_files"] == 1   # 1 of its 2 crops
+    (task,) = c.tasks
+    assert len(task.clips) == 13 and task.is_test.sum() == 4
+    train = {path for path, _ in c.stream}
+    held = set(c.sources)
+    assert len(train) == c.info["training_files"] == 13 - 4 - c.info["heldout_files"]
+    assert not {str(root / s) for s in held} & train
+    n = training_crops(str(root), seed=0)
+    assert n == sum(k for _, k in c.stream) == 2 * len(train)   # 2.1 s files: 2 crops each
+    plan = plan_shards(c.stream, n, 3)
+    assert [s["n"] for s in plan] == [3] * (n // 3) + ([n % 3] if n % 3 else [])
+    straddling = [f for f in plan[0]["files"] if f[1] > 0] + [f for f in plan[1]["files"] if f[1] > 0]
+    assert straddling, plan[:2]                 # some file is split between shards
+    got = np.concatenate([shard_crops(0, i, s, set())[0] for i, s in enumerate(plan)])
+    want = np.concatenate([clip_to_crops(load_audio(p)) for p, _ in c.stream])
+    np.testing.assert_array_equal(got, want)
+    capped = plan_shards(c.stream, 5, 3)       # n_crops caps the crops the shards take
+    assert [s["n"] for s in capped] == [3, 2]

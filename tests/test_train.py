@@ -78,19 +78,23 @@ def test_shards_stream_every_training_example_and_resume_in_order(tmp_path):
     """Shards written from arrays give back exactly those examples; the stream is shuffled and
     seeded (same order twice), and skipping k batches (a resumed run) continues the same
     sequence."""
-    from students.data import Shards, shard_name, write_manifest, write_shard
+    from students.data import (Shards, shard_name, target_scaling, target_stats,
+                               write_manifest, write_shard)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 3, 2)).astype(np.float32)
-    y = rng.normal(size=(50, 4)).astype(np.float32)
+    y = (rng.normal(size=(50, 4)) * [1, 2, 3, 4] + 5).astype(np.float32)
+    stats = []
     for i, start in enumerate(range(0, 50, 16)):
         write_shard(tmp_path / shard_name(i), x[start:start + 16], y[start:start + 16])
-    shards = write_manifest(tmp_path, 4, 50, (3, 2), y)
+        stats.append(target_stats(y[start:start + 16]))
+    shards = write_manifest(tmp_path, stats, (3, 2))
     assert len(Shards.open(tmp_path)) == 50
     back = list(shards.records())
     np.testing.assert_array_equal(np.stack([a.numpy() for a, _ in back]), x)   # shard order
     np.testing.assert_array_equal(np.stack([b.numpy() for _, b in back]), y)
-    mean, scale = shards.scaling()
-    assert mean == pytest.approx(y.mean(axis=0), abs=1e-6) and scale == pytest.approx(float((y - y.mean(0)).std()), rel=1e-5)
+    mean, scale = shards.scaling()      # from per-shard sums: the same as from all targets
+    want_mean, want_scale = target_scaling(y)
+    assert mean == pytest.approx(want_mean, abs=1e-5) and scale == pytest.approx(want_scale, rel=1e-5)
     cfg = TrainConfig(steps=10, batch_size=10, seed=5)
     seq = [bx.numpy() for bx, _ in shards.batches(cfg, mean, scale).take(10)]
     again = [bx.numpy() for bx, _ in shards.batches(cfg, mean, scale).take(10)]
