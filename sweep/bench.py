@@ -77,6 +77,7 @@ def _trial_peak_rss(grid: Path, work: Path) -> tuple[float, dict]:
 def _shard_memory(tiny: bool, work: Path) -> tuple[dict, dict]:
     """One student trained on a set and on one 10x larger, streamed from shards and in memory:
     each trial's peak RSS, and its R2 (in memory with 3 seeds, for the noise)."""
+    from sweep.config import SweepConfig
     from sweep.context import prepare
     from sweep.grid import load as load_grid
     small, large = (32, 320) if tiny else (1200, 12000)
@@ -121,6 +122,7 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
     from results import folder
     from sweep import driver
     from sweep.grid import load as load_grid
+    from sweep.config import SweepConfig
     from sweep.context import prepare
 
     os.environ["FRILL_RESULTS"] = str(work / "runs")      # the bench's own trials
@@ -130,14 +132,15 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
         frill = StudentConfig(depth="tiny", alpha=0.25, bottleneck=64)
         driver.run_sweep(grid, "bench", indices=[0, 1])
         sdir = folder.sweep_dir("bench")
+        sc, grid_name = grid.sweep, grid.name
     else:
         sdir = sweep_dir or REPO / "results" / "runs" / "frill144"
         if not (sdir / "sweep.json").exists():
             raise SystemExit(f"error: no full sweep at {sdir}; run make sweep first (the bench reads it)")
-        info = folder.read_info(sdir)
-        grid = load_grid(info["grid_path"], info["fidelity"])
+        info = folder.read_info(sdir)   # its own settings: the grid file may have moved since
+        sc, grid_name = SweepConfig(**info["sweep_config"]), info["grid"]
         frill = StudentConfig()   # FRILL: small, alpha 2.0, global pooling, bottleneck 2048
-    fidelity = grid.sweep.fidelity
+    fidelity = sc.fidelity
     cpus = os.cpu_count() or 1
     rows = list(folder.read_rows(sdir).values())
     ok = [r for r in rows if r["status"] == "OK"]
@@ -146,7 +149,7 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
     stages = ("setup", "build", "train", "export", "measure", "evaluate")
     overhead = [(r["seconds_total"] - r["seconds_train"]) / r["seconds_total"] for r in ok]
 
-    ctx = prepare(grid.sweep, log=lambda *a, **k: None)
+    ctx = prepare(sc, log=lambda *a, **k: None)
     m = ctx.dset.manifest
     teacher_file = ctx.baselines.get("teacher_tflite_file")   # None: the teacher did not convert
 
@@ -200,10 +203,10 @@ def run(tiny: bool, out: Path, sweep_dir: Path | None = None) -> dict:
         "best_quality_student": best and {**_describe(best),
                                           "teacher_vs_student_latency_ratio": ratio(lat.get("teacher"), lat.get("best"))},
         "sweep": {"folder": str(sdir.relative_to(REPO)) if sdir.is_relative_to(REPO) else str(sdir),
-                  "grid": grid.name, "fidelity": fidelity, "trials": len(rows), "ok": len(ok),
+                  "grid": grid_name, "fidelity": fidelity, "trials": len(rows), "ok": len(ok),
                   "wall_seconds": round(wall, 1), "sum_trial_seconds": round(busy, 1), "cpus": cpus},
         "shards": shard_details,
-        "teacher": {"name": grid.sweep.teacher, "calls": m["teacher_calls"],
+        "teacher": {"name": sc.teacher, "calls": m["teacher_calls"],
                     "distinct_crops": len(ctx.dset.crops),
                     "latency_how": ctx.baselines.get("teacher_latency_how")},
     }

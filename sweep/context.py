@@ -27,7 +27,7 @@ from teacher.errors import CacheError, CorpusError
 class SweepContext:
     sweep: SweepConfig
     dset: DistillSet | None      # None in what trial workers receive when the set is sharded
-    features: np.ndarray | None  # float32 [N, 96, 64] log-mel of dset.crops (read-only map)
+    features: np.ndarray | None  # float32 [N, 96, 64] log-mel of dset.crops (read-only map); ditto
     shards: Shards | None        # the training crops as TFRecord shards (sweep.shard_size > 0)
     heldout: tuple[np.ndarray, np.ndarray]   # log-mel features and targets of the held-out crops
     tasks: tuple[EvalTask, ...]
@@ -57,7 +57,7 @@ class SweepContext:
     def for_trials(self) -> "SweepContext":
         """What the driver ships to each trial worker: no set arrays when the set is sharded,
         so the set never passes through Ray's object store."""
-        return replace(self, dset=None) if self.shards is not None else self
+        return replace(self, dset=None, features=None) if self.shards is not None else self
 
 
 def training_size(sweep: SweepConfig, samples_seen: int) -> int:
@@ -101,17 +101,15 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None,
     tasks = tuple(cache.load_eval_tasks(dset))
     _check_usable(sweep, dset, tasks)
     held = np.asarray(dset.heldout, bool)
-    features = shards = None
+    features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
+    shards = None
     if stream:   # the set holds only held-out crops; the training crops are the shards
         shards = _stream(dset, sweep.shard_size, n_crops,
                          run_shard_jobs or (lambda jobs: [build_shard(*j) for j in jobs]), log)
-        x_ho = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
         train_mean = shards.scaling()[0]
     else:
-        features = _cached(Path(dset.path) / "features.npy", lambda: _logmel(dset.crops))
-        x_ho = np.asarray(features[held])
         train_mean = np.asarray(dset.targets[~held], np.float64).mean(axis=0)
-    heldout = (np.asarray(x_ho), np.asarray(dset.targets[held]))
+    heldout = (np.asarray(features[held]), np.asarray(dset.targets[held]))
     eval_inputs, by_clips = {}, {}
     from students.evaluate import clip_inputs, mse_of_mean
     for task in tasks:   # tasks labelling the same clips share one feature array
