@@ -13,8 +13,9 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q --no-deps resemblyzer==0.1.4
 # espeak-ng speaks the built-in corpus (`corpus: builtin` in the grid files). It is
 # installed as root, or with passwordless sudo (a cluster node's `ubuntu` user); anyone
-# else gets one line, not a failure: a grid on your own audio does not need it, nor does
-# a cluster node that does not run `make sweep` (the driver builds the corpus).
+# else gets one line, not a failure: a grid on your own audio does not need it. On a
+# cluster every node needs it when the built-in corpus is streamed from shards (paper
+# fidelity: each shard's task synthesises its crops); otherwise only the driver's node.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 if ! command -v espeak-ng >/dev/null; then
   if command -v apt-get >/dev/null \

@@ -48,7 +48,7 @@ RAY_LOGS = "/tmp/ray/session_latest/logs"   # Ray's own default place for its wo
 MAX_RESTARTS = 2   # Tune's restarts of a trial whose worker died, within one run
 
 
-def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
+def _trainable(config: dict, ctx: SweepContext, inits: dict[str, ray.ObjectRef]) -> None:
     job = config["job"]
     cfg = TrialConfig.from_dict(job["trial"])
     # Before TF's context starts: pins its pools to the trial's CPUs (Ray does not) and
@@ -61,8 +61,9 @@ def _trainable(config: dict, ctx: SweepContext, inits: dict) -> None:
     with last.as_directory() if last else contextlib.nullcontext() as resume:
         if resume and not (Path(resume) / STATE_JSON).exists():
             resume = None   # the finished trial's own folder: nothing to continue
+        init = inits.get(job["init_from"])
         row = run_trial(cfg, ctx, out, sweep=job["sweep"], attempt=job["attempt"],
-                        init=inits.get(job["init_from"]), keep_weights=job["keep_weights"],
+                        init=None if init is None else ray.get(init), keep_weights=job["keep_weights"],
                         row_fields={"ray_node_id": ray.get_runtime_context().get_node_id()},
                         progress=_report, resume=resume and Path(resume))
     # The full row's numbers go to Tune too (its dataframe, TensorBoard/MLflow/W&B callbacks).
@@ -414,7 +415,9 @@ def _tune(ctx: SweepContext, trials, pending, rows, sdir, name, resources: dict,
         phase.sort(key=lambda t: (t.student.qat, t.student.pooling == "flatten",
                                   DEPTHS.index(t.student.depth), t.student.alpha), reverse=True)
         need = {t.twin().trial_id(sc) for t in phase if t.warm_start}
-        inits = {tid: load_float_weights(p) for tid in need
+        # One object per twin, so the driver holds one twin's weights at a time and each
+        # trial fetches only its own (a single dict of all of them went to every worker).
+        inits = {tid: ray.put(load_float_weights(p)) for tid in need
                  if (p := sdir / "trials" / tid / "float_weights.npz").exists()}
         configs = [dict(trial=replace(t, train=replace(t.train, threads=cpus)).as_dict(),
                         trial_id=tid, sweep=name,
