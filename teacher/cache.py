@@ -16,6 +16,7 @@ build is never taken for a complete one.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -340,8 +341,13 @@ def stream_crops(set_path: str | Path, index: int, shard: dict) -> tuple[np.ndar
     return shard_crops(manifest["seed"], index, shard, texts)
 
 
+@functools.lru_cache(maxsize=2)   # a process that writes many shards loads its teacher once
+def _loaded_teacher(spec: str) -> Teacher:
+    return get_teacher(spec)
+
+
 def teacher_targets(set_path: str | Path, crops: np.ndarray) -> tuple[np.ndarray, int]:
     """(targets, teacher calls) of more crops for a set, from the set's own teacher."""
     spec = json.loads((Path(set_path) / MANIFEST).read_text())["teacher_spec"]
-    targets, calls, _ = _embed(get_teacher(spec), spec, crops, None)
+    targets, calls, _ = _embed(_loaded_teacher(spec), spec, crops, None)
     return targets, calls
