@@ -44,7 +44,7 @@ def cmd_trial(a) -> int:
     sdir = folder.sweep_dir("debug")
     out = sdir / "trials" / t.trial_id(g.sweep)
     quiet.start_tensorflow(threads=a.threads)
-    from sweep.context import prepare
+    from sweep.context import prepare, training_size
     from sweep.trial import load_float_weights, run_trial
     log = (lambda *x, **k: print(*x, file=sys.stderr)) if a.json else print
 
@@ -62,7 +62,8 @@ def cmd_trial(a) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     try:
-        ctx = prepare(g.sweep, log=log, samples_seen=max(t.samples_seen, t.twin().samples_seen))
+        ctx = prepare(g.sweep, log=log,
+                      n_crops=training_size(g.sweep, max(t.samples_seen, t.twin().samples_seen)))
         init = None
         if t.warm_start:   # the float twin's weights, from its own debug run (run it if missing)
             twin = t.twin()

@@ -77,7 +77,6 @@ def _trial_peak_rss(grid: Path, work: Path) -> tuple[float, dict]:
 def _shard_memory(tiny: bool, work: Path) -> tuple[dict, dict]:
     """One student trained on a set and on one 10x larger, streamed from shards and in memory:
     each trial's peak RSS, and its R2 (in memory with 3 seeds, for the noise)."""
-    from sweep.config import SweepConfig
     from sweep.context import prepare
     from sweep.grid import load as load_grid
     small, large = (32, 320) if tiny else (1200, 12000)

@@ -86,11 +86,12 @@ def training_size(sweep: SweepConfig, samples_seen: int) -> int:
 
 
 def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None,
-            run_shard_jobs=None, samples_seen: int = 0) -> SweepContext:
+            run_shard_jobs=None, n_crops: int | None = None) -> SweepContext:
     """embed: how teacher targets are computed if an in-memory set must be built (default:
     here). run_shard_jobs: runs a list of ShardJobs with build_shard (default: here, in turn).
-    samples_seen: the most training examples any trial of the sweep will see."""
-    n_crops = training_size(sweep, samples_seen)
+    n_crops: the set's training size, from training_size() with the trials' samples seen
+    (callers that know their trials check it before anything else runs); default: unchecked."""
+    n_crops = training_size(sweep, samples_seen=0) if n_crops is None else n_crops
     stream = sweep.shard_size > 0
     dset, reused = cache.build_or_load(sweep.corpus, sweep.teacher, seed=sweep.data_seed,
                                        n_crops=n_crops, n_eval_clips=sweep.n_eval_clips,
@@ -128,7 +129,7 @@ def prepare(sweep: SweepConfig, log=print, embed: cache.TargetFn | None = None,
 
 
 PLAN_JSON = "plan.json"
-ShardJob = tuple[str, str, int]   # (set folder, shard folder, shard index)
+ShardJob = tuple[str, str, int, dict]   # (set folder, shard folder, shard index, its plan)
 
 
 def _stats_path(folder: Path, index: int) -> Path:
@@ -144,10 +145,10 @@ def _stream(dset: DistillSet, size: int, n_crops: int, run_jobs, log) -> Shards:
         return Shards.open(folder)
     folder.mkdir(exist_ok=True)
     if not (folder / PLAN_JSON).exists():
-        plan = cache.plan_stream(dset, n_crops, size)
-        atomic_write(folder / PLAN_JSON, json.dumps(plan))
-    n_shards = len(json.loads((folder / PLAN_JSON).read_text()))
-    jobs = [(str(dset.path), str(folder), i) for i in range(n_shards)
+        atomic_write(folder / PLAN_JSON, json.dumps(cache.plan_stream(dset, n_crops, size)))
+    plan = json.loads((folder / PLAN_JSON).read_text())
+    n_shards = len(plan)
+    jobs = [(str(dset.path), str(folder), i, shard) for i, shard in enumerate(plan)
             if not _stats_path(folder, i).exists()]
     if jobs:
         log(f"shards: writing {len(jobs)} of {n_shards} to {folder} (corpus, teacher and "
@@ -157,12 +158,11 @@ def _stream(dset: DistillSet, size: int, n_crops: int, run_jobs, log) -> Shards:
     return write_manifest(folder, stats, (PATCH_FRAMES, MEL_BINS))
 
 
-def build_shard(set_path: str, folder: str, index: int) -> None:
-    """One shard of a streamed set: its crops (decoded or synthesised here), their teacher
-    targets and log-mel features. The shard file, then its stats file: the stats file marks
-    the shard done."""
+def build_shard(set_path: str, folder: str, index: int, shard: dict) -> None:
+    """One shard of a streamed set (its entry of plan.json): its crops (decoded or synthesised
+    here), their teacher targets and log-mel features. The shard file, then its stats file:
+    the stats file marks the shard done."""
     folder = Path(folder)
-    shard = json.loads((folder / PLAN_JSON).read_text())[index]
     crops, _, skipped = cache.stream_crops(set_path, index, shard)
     targets, calls = cache.teacher_targets(set_path, crops)
     write_shard(folder / shard_name(index), _logmel(crops), targets)

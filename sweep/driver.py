@@ -88,29 +88,35 @@ def _embed_part(spec: str, crops: np.ndarray) -> tuple[np.ndarray, int]:
     return teacher.embed(crops), teacher.calls
 
 
+def _get_tasks(refs: list) -> list:
+    """ray.get of the sweep's set-up tasks; one of our errors in a task (e.g. no espeak-ng on
+    a worker) is raised as itself, so the driver prints its one line, not Ray's traceback."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, FrillError):
+            raise e.cause from None
+        raise
+
+
 def _embed_on_cluster(spec: str, crops: np.ndarray) -> tuple[np.ndarray, int]:
     """Teacher targets as one Ray task per CPU of the cluster, each on a slice of the crops."""
     n = max(1, min(len(crops), int(ray.cluster_resources().get("CPU", 1))))
-    parts = ray.get([_embed_part.remote(spec, p) for p in np.array_split(crops, n)])
+    parts = _get_tasks([_embed_part.remote(spec, p) for p in np.array_split(crops, n)])
     return np.concatenate([y for y, _ in parts]), sum(c for _, c in parts)
 
 
 @ray.remote(num_cpus=1)
-def _shard_task(set_path: str, folder: str, index: int) -> None:
+def _shard_task(*job) -> None:
     from sweep.context import build_shard
     quiet.start_tensorflow(threads=1)
-    build_shard(set_path, folder, index)
+    build_shard(*job)
 
 
 def _shards_as_tasks(jobs: list) -> None:
     """One Ray task per shard (its crops, teacher targets and features); on a cluster the
     set's folder (FRILL_CACHE) and a user corpus must be on storage every node sees."""
-    try:
-        ray.get([_shard_task.remote(*job) for job in jobs])
-    except ray.exceptions.RayTaskError as e:   # e.g. no espeak-ng on a worker: its one line
-        if isinstance(e.cause, FrillError):
-            raise e.cause from None
-        raise
+    _get_tasks([_shard_task.remote(*job) for job in jobs])
 
 
 def _fmt(seconds: float) -> str:
@@ -330,10 +336,11 @@ def _run_locked(grid, name, sdir, trials, command, resources, storage, callbacks
             log(f"[{name}] {done.line()}; running 0: nothing left to run")
             return done
     try:
-        training_size(grid.sweep, max(t.samples_seen for t in trials))   # a corpus too small: before Ray
+        # A corpus too small for the trials is refused before Ray starts.
+        n_crops = training_size(grid.sweep, max(t.samples_seen for t in trials))
         where = _start_ray()
         check_resources(resources["cpu"], resources["memory"] / 2**30, where, resources.get("gpu", 0))
-        ctx = _context(grid.sweep, trials, name, log)   # before sweep.json: a refusal writes nothing
+        ctx = _context(grid.sweep, trials, n_crops, name, log)   # before sweep.json: a refusal writes nothing
         if (sdir / "sweep.json").exists():   # read again under the lock: another driver may have written it
             info = folder.read_info(sdir)
             if folder.expected_ids(info) != [t.trial_id(grid.sweep) for t in trials]:
@@ -372,7 +379,7 @@ def _run_locked(grid, name, sdir, trials, command, resources, storage, callbacks
     return after
 
 
-def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
+def _context(sc: SweepConfig, trials, n_crops: int, name: str, log) -> SweepContext:
     """The sweep's shared context, and what would fail every trial at its end, checked first."""
     # On a cluster the teacher targets are built in parallel on every node; on one
     # machine a second TF process per core would cost more than it saves.
@@ -384,7 +391,7 @@ def _context(sc: SweepConfig, trials, name: str, log) -> SweepContext:
         log(f"[{name}] {nodes} Ray nodes: teacher targets not yet cached are computed "
             "as Ray tasks across them")
     ctx = prepare(sc, log=log, embed=_embed_on_cluster if nodes > 1 else None,
-                  run_shard_jobs=_shards_as_tasks, samples_seen=max(t.samples_seen for t in trials))
+                  run_shard_jobs=_shards_as_tasks, n_crops=n_crops)
     batch = max(t.train.batch_size for t in trials)
     if ctx.n_train < batch:
         raise SweepError(f"the distillation set has {ctx.n_train} training crops, fewer than one batch "

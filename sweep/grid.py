@@ -107,19 +107,17 @@ def _expand(path: Path, shared: dict, axes: dict, preset: dict,
     keys = list(axes)
     for values in itertools.product(*axes.values()):
         s = {**shared, **dict(zip(keys, values))}
-        get = lambda k: s.get(k, preset.get(k))  # noqa: E731 - grid setting, else the preset
+        get = lambda k, default=None: s.get(k, preset.get(k, default))  # noqa: E731 - grid, else preset
         try:
             student = StudentConfig(**{k: v for k, v in s.items() if k in STUDENT_KEYS})
-            init = s.get("init", preset.get("init", "scratch"))
+            init = get("init", "scratch")
             # A preset defined as samples seen gives as many steps as its batch size needs.
             by_samples = -(-preset["samples"] // get("batch_size")) if "samples" in preset else None
-            steps = s.get("steps", preset.get("steps", by_samples))
-            train = TrainConfig(steps=steps, batch_size=get("batch_size"),
+            train = TrainConfig(steps=get("steps", by_samples), batch_size=get("batch_size"),
                                 learning_rate=get("learning_rate"),
                                 lr_schedule=get("lr_schedule"), seed=s.get("seed", 0))
             trial = TrialConfig(student=student, train=train, init=init,
-                                finetune_steps=s.get("finetune_steps",
-                                                     preset.get("finetune_steps", by_samples)))
+                                finetune_steps=get("finetune_steps", by_samples))
         except (ValueError, TypeError) as e:
             raise GridError(f"{path}: trial {dict(zip(keys, values))}: {e}") from None
         tid = trial.trial_id(sweep)

@@ -19,7 +19,6 @@ are produced on their own by `shard_crops`, so no one process holds them all.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -270,7 +269,6 @@ def _scan_split(spec: str, seed: int):
     return files, info, test, held
 
 
-@functools.lru_cache(maxsize=8)   # the driver asks before Ray starts, prepare() again
 def training_crops(spec: str, seed: int) -> int | None:
     """How many training crops a user corpus gives, from file headers; None for the built-in
     corpus, which synthesises as many as asked for."""

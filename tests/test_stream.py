@@ -2,6 +2,7 @@
 shards, each by its own job (crops, teacher targets, log-mel features), resumably; the paper
 preset is sized in samples seen, and a corpus too small for it is refused before anything runs."""
 import json
+import os
 import subprocess
 import sys
 
@@ -89,7 +90,7 @@ def test_paper_fidelity_on_a_small_corpus_is_refused_before_anything_runs(tmp_pa
     p = subprocess.run([sys.executable, "-m", "sweep", "trial", "--grid", str(grid), "--index", "0",
                         "--fidelity", "paper"],
                        capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "FRILL_CACHE": str(cache_dir),
+                       env={**os.environ, "FRILL_CACHE": str(cache_dir),
                             "FRILL_RESULTS": str(tmp_path / "runs")})
     assert p.returncode != 0
     lines = [line for line in p.stderr.splitlines() if line.strip()]
